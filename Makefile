@@ -1,0 +1,42 @@
+# The front door: `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DEPS_STAMP := $(VENV)/.deps-stamp
+GEN_STAMP := generated/.stamp
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: help deps gen lint test test-unit test-integration up down status bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: $(DEPS_STAMP) ## create .venv and install every package and tool (Envoy, grpcurl, Consul)
+
+$(DEPS_STAMP): pyproject.toml scripts/install-deps.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
+	@touch $@
+
+gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs and Envoy's descriptor set from proto/
+
+$(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh
+	@PY=$(PY) bash scripts/gen.sh
+	@touch $@
+
+lint: gen ## buf lint, ruff, mypy
+	@$(BIN)/buf lint generated/airline.pb#format=binpb --config buf.yaml --path airline
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+test: gen ## run every test: unit and integration
+	@$(PY) -m pytest
+
+clean: ## remove generated code and local state (keeps .venv)
+	rm -rf generated var

@@ -1,0 +1,114 @@
+"""Process configuration read from the environment once, at start, and passed down.
+
+Every service process has a `ServerConfig`; services add their own frozen
+dataclass beside it (database URL, addresses of the services they call).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MESH_ADDR_DEFAULT = "127.0.0.1:15001"
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the process cannot start with."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below {minimum}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value} is negative")
+    return value
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one service instance serves: ports, pools, shutdown and identity."""
+
+    service_name: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int = 0
+    max_workers: int = 32
+    max_concurrent_rpcs: int = 256
+    cpu_slots: int = 2
+    cpu_queue: int = 16
+    grace_seconds: float = 10.0
+    drain_seconds: float = 0.0
+    log_level: str = "INFO"
+    version: str = "0.1.0"
+    instance_id: str = ""
+    consul_addr: str = ""
+    check_interval_seconds: float = 2.0
+    jwt_issuer: str = "airline-auth"
+    jwt_audience: str = "airline-api"
+
+    @classmethod
+    def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if env is None else env
+        cpus = os.cpu_count() or 2
+        return cls(
+            service_name=service_name,
+            host=env_str(env, "GRPC_HOST", "127.0.0.1"),
+            port=env_int(env, "GRPC_PORT", 0),
+            metrics_port=env_int(env, "METRICS_PORT", 0),
+            max_workers=env_int(env, "GRPC_MAX_WORKERS", 32, minimum=1),
+            max_concurrent_rpcs=env_int(env, "GRPC_MAX_CONCURRENT_RPCS", 256, minimum=1),
+            cpu_slots=env_int(env, "CPU_SLOTS", cpus, minimum=1),
+            cpu_queue=env_int(env, "CPU_QUEUE", 16, minimum=0),
+            grace_seconds=env_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0),
+            drain_seconds=env_float(env, "SHUTDOWN_DRAIN_SECONDS", 0.0),
+            log_level=env_str(env, "LOG_LEVEL", "INFO").upper(),
+            version=env_str(env, "SERVICE_VERSION", "0.1.0"),
+            instance_id=env_str(env, "INSTANCE_ID", ""),
+            consul_addr=env.get("CONSUL_HTTP_ADDR", "").strip(),
+            check_interval_seconds=env_float(env, "CHECK_INTERVAL_SECONDS", 2.0),
+            jwt_issuer=env_str(env, "JWT_ISSUER", "airline-auth"),
+            jwt_audience=env_str(env, "JWT_AUDIENCE", "airline-api"),
+        )
+
+    def instance_id_for(self, port: int) -> str:
+        """The id this instance registers under: configured, or host-port unique."""
+        return self.instance_id or f"{self.service_name}-{socket.gethostname()}-{port}"
+
+
+def database_url(env: Mapping[str, str], service_name: str) -> str:
+    """DATABASE_URL, or a SQLite file of the service's own under ./var."""
+    default = f"sqlite:///var/{service_name}.db"
+    url = env_str(env, "DATABASE_URL", default)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        os.makedirs(os.path.dirname(url.removeprefix("sqlite:///")) or ".", exist_ok=True)
+    return url
+
+
+def upstream_addr(env: Mapping[str, str], name: str) -> str:
+    """Address of another service: its own variable, else the mesh listener."""
+    return env_str(env, name, env_str(env, "MESH_ADDR", MESH_ADDR_DEFAULT))

@@ -1,0 +1,72 @@
+"""Database engines for the services: one database per service, SQLite by default.
+
+Owns the engine settings that make SQLite safe under a threaded gRPC server (WAL,
+busy timeout, foreign keys) and the per-service secrets table.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import Engine, LargeBinary, String, create_engine, event, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def make_engine(url: str) -> Engine:
+    """Returns an engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Leave transaction control to SQLAlchemy's BEGIN so that
+            # BEGIN IMMEDIATE can serialise writers (see `begin_immediate`).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock at BEGIN: read-then-write transactions
+            # cannot deadlock on lock upgrade, and writers queue on busy_timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class _SecretsBase(DeclarativeBase):
+    pass
+
+
+class ServiceSecret(_SecretsBase):
+    """A random secret a service keeps in its own database, shared by its instances."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+def service_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
+    """Returns the secret `name`, creating it on first use; every instance sees the same."""
+    _SecretsBase.metadata.create_all(engine)
+    query = select(ServiceSecret.value).where(ServiceSecret.name == name)
+    try:
+        with engine.begin() as conn:
+            found = conn.execute(query).scalar()
+            if found is not None:
+                return bytes(found)
+            value = secrets.token_bytes(nbytes)
+            conn.execute(insert(ServiceSecret).values(name=name, value=value))
+            return value
+    except IntegrityError:
+        # Another instance created it between our read and insert: use theirs.
+        with engine.connect() as conn:
+            return bytes(conn.execute(query).scalar_one())

@@ -1,0 +1,126 @@
+"""The server interceptor every service runs: request id, caller, errors, one log line.
+
+For each unary call it takes or makes the request id, verifies a bearer token if
+one is sent (a bad token is always UNAUTHENTICATED, even on public methods), runs
+the handler with a `RequestContext`, maps domain errors to statuses with
+google.rpc details, turns anything unexpected into INTERNAL (logged with the
+traceback, never sent), returns `x-request-id` and logs one JSON line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.runtime import context
+from services.runtime.authn import TokenVerifier
+from services.runtime.errors import DomainError, internal_status
+
+log = logging.getLogger("rpc")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def request_id_from(metadata: dict[str, str]) -> str:
+    """The caller's x-request-id when it is sane, else a new one."""
+    given = metadata.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    def __init__(self, verifier: TokenVerifier | None) -> None:
+        self._verifier = verifier
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(details)
+        # Streaming methods (health Watch, reflection) are the library's own.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, details),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
+        def serve(request: Any, grpc_context: grpc.ServicerContext) -> Any:
+            metadata = {k: v for k, v in details.invocation_metadata if isinstance(v, str)}
+            ctx = context.RequestContext(
+                request_id=request_id_from(metadata),
+                method=details.method,
+                grpc_context=grpc_context,
+            )
+            token = context.activate(ctx)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                ctx.principal = self._authenticate(metadata)
+                ctx.authorization = metadata.get("authorization")
+                response = behavior(request, grpc_context)
+                code = grpc_context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+                _send_headers(ctx)
+                return response
+            except DomainError as err:
+                code = err.code
+                _send_headers(ctx)
+                grpc_context.abort_with_status(err.to_status())
+            except Exception:
+                if grpc_context.code() is not None:  # type: ignore[attr-defined]
+                    code = grpc_context.code()  # type: ignore[attr-defined]
+                    raise  # the handler aborted on purpose
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error")
+                _send_headers(ctx)
+                grpc_context.abort_with_status(internal_status(ctx.request_id))
+            finally:
+                _log_call(ctx, code, started)
+                context.deactivate(token)
+
+        return serve
+
+    def _authenticate(self, metadata: dict[str, str]) -> context.Principal | None:
+        header = metadata.get("authorization")
+        if header is None or self._verifier is None:
+            return None
+        return self._verifier.verify(header)
+
+
+def _send_headers(ctx: context.RequestContext) -> None:
+    ctx.grpc_context.send_initial_metadata(
+        (("x-request-id", ctx.request_id), *ctx.response_headers)
+    )
+
+
+def _log_call(ctx: context.RequestContext, code: grpc.StatusCode, started: float) -> None:
+    if code in _SERVER_FAULTS:
+        level = logging.ERROR
+    elif ctx.method.startswith(_HEALTH_PREFIX):
+        level = logging.DEBUG  # Consul asks every few seconds; not an event worth a line
+    else:
+        level = logging.INFO
+    log.log(
+        level,
+        "rpc",
+        extra={
+            "code": code.name,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "user_id": ctx.principal.user_id if ctx.principal else None,
+            "peer": ctx.grpc_context.peer(),
+        },
+    )
+
+
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}

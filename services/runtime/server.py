@@ -1,0 +1,147 @@
+"""Server start and graceful stop, the same for every service.
+
+`serve()` is what a service's `__main__` calls: it builds the gRPC server with the
+runtime's interceptors, health, reflection and a Prometheus endpoint, starts it,
+and on SIGTERM or SIGINT stops it cleanly: health NOT_SERVING, wait for load
+balancers to notice, finish in-flight calls, deregister, release resources, exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
+
+from services.runtime import logs
+from services.runtime.authn import TokenVerifier
+from services.runtime.config import ServerConfig
+from services.runtime.health import Check, HealthReporter
+from services.runtime.interceptors import ServerInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceDefinition:
+    """What a service hands the runtime: its servicers, checks and resources."""
+
+    service_names: Sequence[str]
+    add_to_server: Callable[[grpc.Server], None]
+    checks: Mapping[str, Check] = field(default_factory=dict)
+    verifier: TokenVerifier | None = None
+    close: Callable[[], None] = lambda: None
+
+
+class Registrar(Protocol):
+    """Announces an instance to service discovery (Consul) and withdraws it."""
+
+    def register(self, port: int, metrics_port: int) -> None: ...
+
+    def deregister(self) -> None: ...
+
+
+Builder = Callable[[ServerConfig, CollectorRegistry], ServiceDefinition]
+
+
+class Server:
+    """One running service instance."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        definition: ServiceDefinition,
+        registry: CollectorRegistry,
+        registrar: Registrar | None = None,
+    ) -> None:
+        self.config = config
+        self._definition = definition
+        self._registry = registry
+        self._registrar = registrar
+        self._health = HealthReporter(
+            definition.service_names, definition.checks, config.check_interval_seconds
+        )
+        self._grpc = self._build_grpc_server()
+        self._metrics: Any = None
+        self._stopped = threading.Event()
+        self.port = 0
+        self.metrics_port = 0
+
+    def _build_grpc_server(self) -> grpc.Server:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.max_workers, thread_name_prefix="rpc"
+            ),
+            interceptors=[
+                PromServerInterceptor(enable_handling_time_histogram=True, registry=self._registry),
+                ServerInterceptor(self._definition.verifier),
+            ],
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self._definition.add_to_server(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        names = (
+            *self._definition.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        return server
+
+    def start(self) -> None:
+        cfg = self.config
+        self.port = self._grpc.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
+        self._metrics, _ = start_http_server(cfg.metrics_port, cfg.host, self._registry)
+        self.metrics_port = self._metrics.server_port
+        self._health.start()
+        self._grpc.start()
+        if self._registrar is not None:
+            self._registrar.register(self.port, self.metrics_port)
+        log.info(
+            "serving",
+            extra={"port": self.port, "metrics_port": self.metrics_port, "version": cfg.version},
+        )
+
+    def stop(self) -> None:
+        """Graceful stop; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("stopping", extra={"drain_seconds": self.config.drain_seconds})
+        self._health.shutdown()
+        # Envoy learns of NOT_SERVING through Consul's next check and the control
+        # plane's next push; until then it may still send new calls here.
+        threading.Event().wait(self.config.drain_seconds)
+        self._grpc.stop(self.config.grace_seconds).wait()
+        if self._registrar is not None:
+            self._registrar.deregister()
+        self._definition.close()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
+        log.info("stopped")
+
+
+def serve(config: ServerConfig, build: Builder, registrar: Registrar | None = None) -> None:
+    """Runs one instance until SIGTERM or SIGINT, then stops it gracefully."""
+    logs.configure(config.service_name, config.log_level)
+    registry = CollectorRegistry()
+    server = Server(config, build(config, registry), registry, registrar)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    server.start()
+    stop.wait()
+    server.stop()

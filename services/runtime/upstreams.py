@@ -1,0 +1,92 @@
+"""Typed clients for the calls services make to each other.
+
+Each wraps a stub on a channel from `clients.dial`, so every call carries a
+deadline derived from the request being served, and declares which of its
+methods are idempotent (and so retried on UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from prometheus_client import CollectorRegistry
+
+from airline.auth.v1 import auth_pb2, auth_pb2_grpc
+from airline.predict.v1 import predict_pb2, predict_pb2_grpc
+from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
+from services.runtime.clients import dial
+
+_AUTH = "airline.auth.v1.AuthService"
+_USER_INTERNAL = "airline.user.v1.UserInternalService"
+_PREDICT = "airline.predict.v1.PredictionService"
+
+
+class AuthClient:
+    """auth-svc: the public keys that verify access tokens."""
+
+    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 2.0):
+        self.channel = dial(
+            target, default_timeout=timeout, idempotent=[(_AUTH, "GetJwks")], registry=registry
+        )
+        self._stub = auth_pb2_grpc.AuthServiceStub(self.channel)
+
+    def jwks(self) -> Sequence[dict[str, Any]]:
+        response = self._stub.GetJwks(auth_pb2.GetJwksRequest())
+        return [
+            json_format.MessageToDict(k, preserving_proto_field_name=True) for k in response.keys
+        ]
+
+
+class UserClient:
+    """user-svc's internal methods: password checks and lookups."""
+
+    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 5.0):
+        self.channel = dial(
+            target,
+            default_timeout=timeout,
+            idempotent=[(_USER_INTERNAL, "LookupUser"), (_USER_INTERNAL, "VerifyPassword")],
+            registry=registry,
+        )
+        self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
+
+    def verify_password(self, email: str, password: str) -> user_pb2.User:
+        request = user_internal_pb2.VerifyPasswordRequest(email=email, password=password)
+        return self._stub.VerifyPassword(request).user
+
+    def lookup(self, user_id: str) -> user_pb2.User:
+        request = user_internal_pb2.LookupUserRequest(user_id=user_id)
+        return self._stub.LookupUser(request).user
+
+
+class PredictClient:
+    """predict-svc: delay risk for flights."""
+
+    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 0.5):
+        self.channel = dial(
+            target, default_timeout=timeout, idempotent=[(_PREDICT, "Predict")], registry=registry
+        )
+        self._stub = predict_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def predict(
+        self,
+        model_id: str,
+        instances: Sequence[dict[str, Any]],
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> predict_pb2.PredictResponse:
+        structs = []
+        for instance in instances:
+            s = struct_pb2.Struct()
+            s.update(instance)
+            structs.append(s)
+        request = predict_pb2.PredictRequest(model_id=model_id, instances=structs)
+        return self._stub.Predict(request, metadata=tuple(metadata))
+
+
+def close_all(*clients: AuthClient | UserClient | PredictClient) -> None:
+    for client in clients:
+        client.channel.close()
+
+
+__all__ = ["AuthClient", "PredictClient", "UserClient", "close_all"]
