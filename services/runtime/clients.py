@@ -88,12 +88,17 @@ def retry_service_config(idempotent: Iterable[tuple[str, str]], max_attempts: in
     return json.dumps(config)
 
 
+def client_metrics(registry: CollectorRegistry) -> PromClientInterceptor:
+    """The one client-metrics interceptor of a process: share it among its channels."""
+    return PromClientInterceptor(registry=registry)
+
+
 def dial(
     target: str,
     *,
     default_timeout: float,
     idempotent: Iterable[tuple[str, str]] = (),
-    registry: CollectorRegistry | None = None,
+    metrics: PromClientInterceptor | None = None,
 ) -> grpc.Channel:
     """An insecure channel to `target` (the mesh listener, or an instance in tests)."""
     options = [
@@ -103,6 +108,6 @@ def dial(
     ]
     channel = grpc.insecure_channel(target, options=options)
     interceptors: list[Any] = [DeadlineInterceptor(default_timeout)]
-    if registry is not None:
-        interceptors.append(PromClientInterceptor(registry=registry))
+    if metrics is not None:
+        interceptors.append(metrics)
     return grpc.intercept_channel(channel, *interceptors)

@@ -7,7 +7,6 @@ dataclass beside it (database URL, addresses of the services they call).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -75,6 +74,11 @@ class ServerConfig:
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> ServerConfig:
         env = os.environ if env is None else env
         cpus = os.cpu_count() or 2
+        consul_addr = env.get("CONSUL_HTTP_ADDR", "").strip()
+        check_interval = env_float(env, "CHECK_INTERVAL_SECONDS", 2.0)
+        # Registered instances wait for Consul's next check plus the control
+        # plane's push before they stop taking calls.
+        default_drain = check_interval + 1.0 if consul_addr else 0.0
         return cls(
             service_name=service_name,
             host=env_str(env, "GRPC_HOST", "127.0.0.1"),
@@ -85,19 +89,15 @@ class ServerConfig:
             cpu_slots=env_int(env, "CPU_SLOTS", cpus, minimum=1),
             cpu_queue=env_int(env, "CPU_QUEUE", 16, minimum=0),
             grace_seconds=env_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0),
-            drain_seconds=env_float(env, "SHUTDOWN_DRAIN_SECONDS", 0.0),
+            drain_seconds=env_float(env, "SHUTDOWN_DRAIN_SECONDS", default_drain),
             log_level=env_str(env, "LOG_LEVEL", "INFO").upper(),
             version=env_str(env, "SERVICE_VERSION", "0.1.0"),
             instance_id=env_str(env, "INSTANCE_ID", ""),
-            consul_addr=env.get("CONSUL_HTTP_ADDR", "").strip(),
-            check_interval_seconds=env_float(env, "CHECK_INTERVAL_SECONDS", 2.0),
+            consul_addr=consul_addr,
+            check_interval_seconds=check_interval,
             jwt_issuer=env_str(env, "JWT_ISSUER", "airline-auth"),
             jwt_audience=env_str(env, "JWT_AUDIENCE", "airline-api"),
         )
-
-    def instance_id_for(self, port: int) -> str:
-        """The id this instance registers under: configured, or host-port unique."""
-        return self.instance_id or f"{self.service_name}-{socket.gethostname()}-{port}"
 
 
 def database_url(env: Mapping[str, str], service_name: str) -> str:

@@ -7,9 +7,11 @@ busy timeout, foreign keys) and the per-service secrets table.
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import time
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, String, create_engine, event, insert, select
+from sqlalchemy import Engine, LargeBinary, String, create_engine, event, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -25,10 +27,10 @@ def make_engine(url: str) -> Engine:
             # BEGIN IMMEDIATE can serialise writers (see `begin_immediate`).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            _enable_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -39,6 +41,24 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _enable_wal(cursor: Any, timeout_seconds: float = 30.0) -> None:
+    """Switches a SQLite file to WAL once; several first connections may race for it.
+
+    Changing the journal mode does not wait on busy_timeout: it fails at once with
+    "database is locked" while another connection holds the file, so retry briefly.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class _SecretsBase(DeclarativeBase):
@@ -70,3 +90,9 @@ def service_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
         # Another instance created it between our read and insert: use theirs.
         with engine.connect() as conn:
             return bytes(conn.execute(query).scalar_one())
+
+
+def ping(engine: Engine) -> None:
+    """Raises unless the database answers a trivial query; a health check."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

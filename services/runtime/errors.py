@@ -147,3 +147,16 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def require_fields(**fields: str) -> None:
+    """InvalidArgument naming every empty field, for fields marked REQUIRED in the proto."""
+    missing = [(name, "required") for name, value in fields.items() if not value]
+    if missing:
+        raise InvalidArgument(missing)
+
+
+def required(field: str, value: str) -> str:
+    """`value`, or InvalidArgument naming `field` when it is empty."""
+    require_fields(**{field: value})
+    return value

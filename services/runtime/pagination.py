@@ -44,7 +44,7 @@ class PageTokens:
             return None
         body, _, mac = token.partition(".")
         try:
-            valid = hmac.compare_digest(_unb64(mac), self._sign(body, query))
+            valid = hmac.compare_digest(mac, _b64(self._sign(body, query)))
             cursor = json.loads(_unb64(body)) if valid else None
         except (ValueError, binascii.Error):
             cursor = None

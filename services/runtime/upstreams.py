@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 from google.protobuf import json_format, struct_pb2
-from prometheus_client import CollectorRegistry
+from py_grpc_prometheus.prometheus_client_interceptor import PromClientInterceptor
 
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from services.runtime.clients import dial
+from services.runtime.errors import DeadlineExceeded, DomainError, Unavailable
 
 _AUTH = "airline.auth.v1.AuthService"
 _USER_INTERNAL = "airline.user.v1.UserInternalService"
@@ -26,9 +28,9 @@ _PREDICT = "airline.predict.v1.PredictionService"
 class AuthClient:
     """auth-svc: the public keys that verify access tokens."""
 
-    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 2.0):
+    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 2.0):
         self.channel = dial(
-            target, default_timeout=timeout, idempotent=[(_AUTH, "GetJwks")], registry=registry
+            target, default_timeout=timeout, idempotent=[(_AUTH, "GetJwks")], metrics=metrics
         )
         self._stub = auth_pb2_grpc.AuthServiceStub(self.channel)
 
@@ -42,12 +44,12 @@ class AuthClient:
 class UserClient:
     """user-svc's internal methods: password checks and lookups."""
 
-    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 5.0):
+    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 5.0):
         self.channel = dial(
             target,
             default_timeout=timeout,
             idempotent=[(_USER_INTERNAL, "LookupUser"), (_USER_INTERNAL, "VerifyPassword")],
-            registry=registry,
+            metrics=metrics,
         )
         self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
 
@@ -63,9 +65,9 @@ class UserClient:
 class PredictClient:
     """predict-svc: delay risk for flights."""
 
-    def __init__(self, target: str, registry: CollectorRegistry | None, timeout: float = 0.5):
+    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 0.5):
         self.channel = dial(
-            target, default_timeout=timeout, idempotent=[(_PREDICT, "Predict")], registry=registry
+            target, default_timeout=timeout, idempotent=[(_PREDICT, "Predict")], metrics=metrics
         )
         self._stub = predict_pb2_grpc.PredictionServiceStub(self.channel)
 
@@ -90,3 +92,34 @@ def close_all(*clients: AuthClient | UserClient | PredictClient) -> None:
 
 
 __all__ = ["AuthClient", "PredictClient", "UserClient", "close_all"]
+
+
+# Codes a dependency returns that mean "the dependency could not answer", as
+# opposed to an answer about the request.
+_DEPENDENCY_FAULTS = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
+def dependency_failed(err: grpc.RpcError, dependency: str) -> DomainError:
+    """The error to answer with when a call to `dependency` failed with `err`.
+
+    Faults of the dependency become UNAVAILABLE (retryable by the client); a passed
+    deadline stays DEADLINE_EXCEEDED; any other answer is the caller's to act on
+    and keeps its code and message.
+    """
+    code = err.code()
+    if code in _DEPENDENCY_FAULTS:
+        return Unavailable(f"{dependency} is unavailable; retry later")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{dependency} did not answer in time")
+    error = DomainError(err.details() or code.name)
+    error.code = code
+    error.reason = code.name
+    return error

@@ -1,0 +1,102 @@
+"""Consul registration of a service instance, with a native gRPC health check.
+
+Registers on start (retrying, bounded, while the local agent comes up) and
+deregisters on stop. Consul checks `grpc.health.v1.Health/Check` for the
+service's own name every interval; an instance that stays critical is removed
+by Consul itself after `DeregisterCriticalServiceAfter`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_SECONDS = 2.0
+
+
+class RegistrationError(RuntimeError):
+    """The Consul agent refused or never answered the registration."""
+
+
+@dataclass
+class ConsulRegistrar:
+    """Registers one instance of `name` with the Consul agent at `consul_addr`.
+
+    The instance id is `instance_id` when set, else name-host-port, unique per
+    instance on a host.
+    """
+
+    consul_addr: str
+    name: str
+    address: str
+    health_service: str
+    version: str
+    instance_id: str = ""
+    check_interval_seconds: float = 2.0
+    deregister_after: str = "1m"
+    attempts: int = 10
+
+    def register(self, port: int, metrics_port: int) -> None:
+        if not self.instance_id:
+            self.instance_id = f"{self.name}-{socket.gethostname()}-{port}"
+        body = self.registration(port, metrics_port)
+        wait = threading.Event()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self._put("/v1/agent/service/register", body)
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt == self.attempts:
+                    raise RegistrationError(f"cannot register with Consul: {exc}") from exc
+                log.warning("consul not ready", extra={"attempt": attempt, "error": str(exc)})
+                wait.wait(min(0.2 * 2**attempt, 3.0))
+            else:
+                log.info("registered", extra={"instance_id": self.instance_id, "port": port})
+                return
+
+    def deregister(self) -> None:
+        try:
+            self._put(f"/v1/agent/service/deregister/{self.instance_id}", None)
+        except (urllib.error.URLError, OSError) as exc:
+            # The critical check will remove us after deregister_after anyway.
+            log.warning("deregistration failed", extra={"error": str(exc)})
+        else:
+            log.info("deregistered", extra={"instance_id": self.instance_id})
+
+    def registration(self, port: int, metrics_port: int) -> dict[str, Any]:
+        """The agent/service/register body for this instance."""
+        return {
+            "ID": self.instance_id,
+            "Name": self.name,
+            "Address": self.address,
+            "Port": port,
+            "Tags": ["grpc"],
+            "Meta": {"version": self.version, "metrics_port": str(metrics_port)},
+            "Check": {
+                "CheckID": f"{self.instance_id}:grpc",
+                "Name": f"gRPC health of {self.health_service}",
+                "GRPC": f"{self.address}:{port}/{self.health_service}",
+                "GRPCUseTLS": False,
+                "Interval": f"{self.check_interval_seconds:g}s",
+                "Timeout": "1s",
+                "DeregisterCriticalServiceAfter": self.deregister_after,
+            },
+        }
+
+    def _put(self, path: str, body: dict[str, Any] | None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(
+            f"http://{self.consul_addr}{path}",
+            data=data,
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:  # noqa: S310
+            response.read()
