@@ -1,0 +1,247 @@
+"""The `users` table of user-svc's database and every query on it.
+
+Takes values the domain module has already validated (emails are normalised again
+here, so no caller can store a second spelling of one address) and hands back frozen
+`UserRecord`s, never ORM objects. Times are kept as naive UTC (SQLite keeps no offset)
+and returned as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Row,
+    String,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.runtime.errors import InvalidArgument
+from services.user_svc.domain import (
+    ADMIN,
+    MUTABLE_FIELDS,
+    USER,
+    EmailTaken,
+    UserNotFound,
+    normalise_email,
+)
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class UserRow(_Base):
+    """One account. `email` is unique in its normalised (lower-case) form, which makes
+    the uniqueness case-insensitive on every database."""
+
+    __tablename__ = "users"
+    # ListUsers pages in this order; the index makes each page one range scan.
+    __table_args__ = (Index("ix_users_create_time_user_id", "create_time", "user_id"),)
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(100))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[datetime] = mapped_column(DateTime)
+    update_time: Mapped[datetime] = mapped_column(DateTime)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user as the rest of the service sees it: no password hash."""
+
+    user_id: str
+    email: str
+    display_name: str
+    roles: tuple[str, ...]
+    active: bool
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The position after the last user of a page: (create_time, user_id)."""
+
+    create_time: datetime
+    user_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The cursor as JSON-able fields, to put in a page token."""
+        return {"t": self.create_time.isoformat(), "id": self.user_id}
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> Cursor:
+        """The cursor `to_dict` made; InvalidArgument on `page_token` for anything else."""
+        bad = InvalidArgument([("page_token", "is not a token this query returned")])
+        user_id = fields.get("id")
+        try:
+            create_time = datetime.fromisoformat(str(fields.get("t")))
+        except ValueError:
+            raise bad from None
+        if create_time.tzinfo is None or not isinstance(user_id, str):
+            raise bad
+        return cls(create_time.astimezone(UTC), user_id)
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[UserRecord]
+    next_cursor: Cursor | None
+    """Where the next page starts; None on the last page."""
+
+
+class UserStore:
+    """Reads and writes users; safe to share between threads and between instances."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = _utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def create_schema(self) -> None:
+        _Base.metadata.create_all(self._engine)
+
+    def create_user(self, email: str, password_hash: str, display_name: str) -> UserRecord:
+        """Inserts a user; the first one on an empty table is an admin. EmailTaken if taken.
+
+        The emptiness check and the insert share one serialised transaction (BEGIN
+        IMMEDIATE on SQLite, a self-conflicting table lock on PostgreSQL), so two
+        first sign-ups at once cannot both become admin. Holding that lock also lets
+        create_time strictly increase in commit order, which keyset paging relies on:
+        a row committed later can never sort before a page already handed out.
+        """
+        try:
+            with self._engine.begin() as conn:
+                _lock_users(conn)
+                last = conn.execute(select(func.max(UserRow.create_time))).scalar()
+                now = _to_db(self._clock())
+                if last is not None:
+                    now = max(now, last + timedelta(microseconds=1))
+                values = {
+                    "user_id": str(uuid.uuid4()),
+                    "email": normalise_email(email),
+                    "display_name": display_name,
+                    "password_hash": password_hash,
+                    "roles": [USER] if last is not None else [USER, ADMIN],
+                    "active": True,
+                    "create_time": now,
+                    "update_time": now,
+                }
+                conn.execute(insert(UserRow).values(**values))
+        except IntegrityError:
+            raise EmailTaken() from None
+        return _record(values)
+
+    def get(self, user_id: str) -> UserRecord:
+        """The user `user_id`; UserNotFound if there is none."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(UserRow).where(UserRow.user_id == user_id)).first()
+        if row is None:
+            raise UserNotFound()
+        return _record(row._mapping)
+
+    def get_by_email(self, email: str) -> tuple[UserRecord, str] | None:
+        """The user with `email` (in any case) and their password hash, or None."""
+        query = select(UserRow).where(UserRow.email == normalise_email(email))
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (_record(row._mapping), row.password_hash)
+
+    def list(self, after: Cursor | None, limit: int) -> UserPage:
+        """Up to `limit` users, oldest first, starting after `after` (keyset paging)."""
+        query = select(UserRow).order_by(UserRow.create_time, UserRow.user_id).limit(limit + 1)
+        if after is not None:
+            after_time = _to_db(after.create_time)
+            query = query.where(
+                or_(
+                    UserRow.create_time > after_time,
+                    and_(UserRow.create_time == after_time, UserRow.user_id > after.user_id),
+                )
+            )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        users = [_record(row._mapping) for row in rows[:limit]]
+        if len(rows) <= limit or not users:
+            return UserPage(users, None)
+        return UserPage(users, Cursor(users[-1].create_time, users[-1].user_id))
+
+    def update(self, user_id: str, changes: Mapping[str, object]) -> UserRecord:
+        """Applies `changes` (from `domain.validate_update`) and touches update_time."""
+        unknown = set(changes) - MUTABLE_FIELDS
+        if unknown:
+            raise ValueError(f"not changeable: {sorted(unknown)}")
+        with self._engine.begin() as conn:
+            row = _select_row(conn, user_id)
+            # Never before create_time, even if this instance's clock is behind.
+            values = {**changes, "update_time": max(_to_db(self._clock()), row.create_time)}
+            conn.execute(update(UserRow).where(UserRow.user_id == user_id).values(**values))
+        return _record({**row._mapping, **values})
+
+    def delete(self, user_id: str) -> None:
+        """Deletes user `user_id`, freeing the email; UserNotFound if there is none."""
+        with self._engine.begin() as conn:
+            deleted = conn.execute(delete(UserRow).where(UserRow.user_id == user_id)).rowcount
+        if deleted == 0:
+            raise UserNotFound()
+
+
+def _lock_users(conn: Connection) -> None:
+    # SQLite: the engine's BEGIN IMMEDIATE already holds the database write lock.
+    # PostgreSQL: SHARE ROW EXCLUSIVE conflicts with itself and with every write, so
+    # concurrent creators queue here while readers carry on.
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _select_row(conn: Connection, user_id: str) -> Row[Any]:
+    row = conn.execute(select(UserRow).where(UserRow.user_id == user_id)).first()
+    if row is None:
+        raise UserNotFound()
+    return row
+
+
+def _to_db(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _record(fields: Mapping[Any, Any]) -> UserRecord:
+    return UserRecord(
+        user_id=fields["user_id"],
+        email=fields["email"],
+        display_name=fields["display_name"],
+        roles=tuple(fields["roles"]),
+        active=bool(fields["active"]),
+        create_time=fields["create_time"].replace(tzinfo=UTC),
+        update_time=fields["update_time"].replace(tzinfo=UTC),
+    )
