@@ -1,0 +1,72 @@
+"""auth-svc wiring: configuration, signing keys, refresh tokens, user-svc, the servicer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from airline.auth.v1 import auth_pb2, auth_pb2_grpc
+from services.auth_svc.keys import KeyRing
+from services.auth_svc.servicer import AuthServicer
+from services.auth_svc.tokens import RefreshTokenStore
+from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.clients import client_metrics
+from services.runtime.config import ServerConfig, database_url, upstream_addr
+from services.runtime.db import make_engine, ping
+from services.runtime.server import ServiceDefinition
+from services.runtime.upstreams import UserClient
+
+SERVICE_NAME = "auth-svc"
+SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    database_url: str
+    user_addr: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=database_url(env, SERVICE_NAME),
+            user_addr=upstream_addr(env, "USER_SVC_ADDR"),
+        )
+
+
+def build(
+    config: ServerConfig, registry: CollectorRegistry, settings: AuthConfig
+) -> ServiceDefinition:
+    metrics = client_metrics(registry)
+    engine = make_engine(settings.database_url)
+    keys = KeyRing(engine)
+    keys.create_schema()
+    keys.ensure_key()
+    refresh_tokens = RefreshTokenStore(engine)
+    refresh_tokens.create_schema()
+    users = UserClient(settings.user_addr, metrics)
+    servicer = AuthServicer(
+        keys, refresh_tokens, users, issuer=config.jwt_issuer, audience=config.jwt_audience
+    )
+
+    def close() -> None:
+        users.channel.close()
+        engine.dispose()
+
+    return ServiceDefinition(
+        service_names=[SERVICE],
+        add_to_server=lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s),
+        checks={"database": lambda: ping(engine), "signing key": lambda: _has_key(keys)},
+        # auth-svc verifies tokens with its own keys, read from its database.
+        verifier=TokenVerifier(
+            JwksCache(keys.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
+        ),
+        close=close,
+    )
+
+
+def _has_key(keys: KeyRing) -> None:
+    keys.current()
