@@ -1,0 +1,89 @@
+"""booking-svc wiring: configuration, storage and seed data, clients, the servicer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from airline.booking.v1 import booking_pb2, booking_pb2_grpc
+from services.booking_svc.seed import seed_flights
+from services.booking_svc.servicer import BookingServicer
+from services.booking_svc.store import BookingStore
+from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.clients import client_metrics
+from services.runtime.config import (
+    ServerConfig,
+    database_url,
+    env_float,
+    env_int,
+    upstream_addr,
+)
+from services.runtime.db import make_engine, service_secret
+from services.runtime.pagination import PageTokens
+from services.runtime.server import ServiceDefinition
+from services.runtime.upstreams import AuthClient, PredictClient, UserClient
+
+SERVICE_NAME = "booking-svc"
+SERVICE = booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name
+
+
+@dataclass(frozen=True)
+class BookingConfig:
+    database_url: str
+    auth_addr: str
+    user_addr: str
+    predict_addr: str
+    # Days of the real 2013 schedule seeded into the coming weeks on first start.
+    seed_days: int = 14
+    # The most a booking waits for its optional delay risk.
+    predict_timeout_seconds: float = 0.3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BookingConfig:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=database_url(env, SERVICE_NAME),
+            auth_addr=upstream_addr(env, "AUTH_SVC_ADDR"),
+            user_addr=upstream_addr(env, "USER_SVC_ADDR"),
+            predict_addr=upstream_addr(env, "PREDICT_SVC_ADDR"),
+            seed_days=env_int(env, "BOOKING_SEED_DAYS", 14),
+            predict_timeout_seconds=env_float(env, "PREDICT_TIMEOUT_SECONDS", 0.3),
+        )
+
+
+def build(
+    config: ServerConfig, registry: CollectorRegistry, settings: BookingConfig
+) -> ServiceDefinition:
+    metrics = client_metrics(registry)
+    engine = make_engine(settings.database_url)
+    store = BookingStore(engine)
+    store.create_schema()
+    if settings.seed_days:
+        store.seed_if_empty(seed_flights(datetime.now(UTC).date(), settings.seed_days))
+    auth = AuthClient(settings.auth_addr, metrics)
+    users = UserClient(settings.user_addr, metrics)
+    predictions = PredictClient(
+        settings.predict_addr, metrics, timeout=settings.predict_timeout_seconds
+    )
+    servicer = BookingServicer(
+        store, PageTokens(service_secret(engine, "page_tokens")), users, predictions
+    )
+
+    def close() -> None:
+        for client in (auth, users, predictions):
+            client.channel.close()
+        engine.dispose()
+
+    return ServiceDefinition(
+        service_names=[SERVICE],
+        add_to_server=lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
+        checks={"database": store.ping},
+        verifier=TokenVerifier(
+            JwksCache(auth.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
+        ),
+        close=close,
+    )

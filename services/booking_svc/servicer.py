@@ -1,0 +1,221 @@
+"""BookingService: the RPC methods, thin over the booking domain and store."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from airline.booking.v1 import booking_pb2, booking_pb2_grpc
+from airline.user.v1 import user_pb2
+from services.booking_svc import domain
+from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
+from services.runtime import context
+from services.runtime.context import Principal
+from services.runtime.errors import PermissionDenied, required
+from services.runtime.messages import timestamp
+from services.runtime.pagination import PageTokens, page_size
+from services.runtime.upstreams import PredictClient, UserClient, dependency_failed
+
+log = logging.getLogger(__name__)
+
+DELAY_MODEL = "flight-delay"
+
+
+class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
+    def __init__(
+        self,
+        store: BookingStore,
+        tokens: PageTokens,
+        users: UserClient,
+        predictions: PredictClient,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._users = users
+        self._predictions = predictions
+
+    def ListFlights(
+        self, request: booking_pb2.ListFlightsRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.ListFlightsResponse:
+        filters = domain.validate_flight_filters(
+            request.origin, request.destination, request.departure_date
+        )
+        order = domain.parse_order_by(request.order_by)
+        size = page_size(request.page_size)
+        query = {
+            "origin": filters.origin,
+            "destination": filters.destination,
+            "departure_date": str(filters.departure_date or ""),
+            "order_by": [order.field, order.descending],
+        }
+        fields = self._tokens.decode(request.page_token, query)
+        after = domain.FlightCursor.from_dict(fields) if fields else None
+        flights, cursor = self._store.list_flights(filters, order, after, size)
+        return booking_pb2.ListFlightsResponse(
+            flights=[flight_message(f) for f in flights],
+            next_page_token=self._tokens.encode(cursor.to_dict(), query) if cursor else "",
+        )
+
+    def GetFlight(
+        self, request: booking_pb2.GetFlightRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.Flight:
+        return flight_message(self._store.get_flight(required("flight_id", request.flight_id)))
+
+    def CreateFlight(
+        self, request: booking_pb2.CreateFlightRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.Flight:
+        ctx = context.require()
+        ctx.require_admin()
+        given = request.flight
+        new = domain.validate_new_flight(
+            number=given.number,
+            origin=given.origin,
+            destination=given.destination,
+            departure_time=_datetime(given, "departure_time"),
+            arrival_time=_datetime(given, "arrival_time"),
+            seats_total=given.seats_total,
+            price_cents=given.price_cents,
+            currency=given.currency,
+        )
+        flight = self._store.create_flight(new)
+        ctx.created(f"/v1/flights/{flight.flight_id}")
+        return flight_message(flight)
+
+    def CreateBooking(
+        self, request: booking_pb2.CreateBookingRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.Booking:
+        ctx = context.require()
+        caller = ctx.require_principal()
+        new = domain.validate_new_booking(
+            request.flight_id, request.seat_class, request.passenger_name, request.request_id
+        )
+        self._require_active(caller)
+        flight = self._store.get_flight(new.flight_id)
+        booking, _created = self._store.create_booking(
+            user_id=caller.user_id,
+            request_id=new.request_id,
+            flight_id=new.flight_id,
+            seat_class=new.seat_class,
+            passenger_name=new.passenger_name,
+            price_for=domain.price_for,
+            delay_risk=self._delay_risk(flight),
+        )
+        # A repeated request_id answers exactly as the first did.
+        ctx.created(f"/v1/bookings/{booking.booking_id}")
+        return booking_message(booking)
+
+    def ListBookings(
+        self, request: booking_pb2.ListBookingsRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.ListBookingsResponse:
+        caller = context.require().require_principal()
+        if caller.is_admin:
+            user_id = request.user_id or None
+        elif request.user_id in ("", caller.user_id):
+            user_id = caller.user_id
+        else:
+            raise PermissionDenied("only an admin may list another user's bookings")
+        size = page_size(request.page_size)
+        query = {"user_id": user_id}
+        fields = self._tokens.decode(request.page_token, query)
+        after = domain.BookingCursor.from_dict(fields) if fields else None
+        bookings, cursor = self._store.list_bookings(user_id, after, size)
+        return booking_pb2.ListBookingsResponse(
+            bookings=[booking_message(b) for b in bookings],
+            next_page_token=self._tokens.encode(cursor.to_dict(), query) if cursor else "",
+        )
+
+    def GetBooking(
+        self, request: booking_pb2.GetBookingRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.Booking:
+        caller = context.require().require_principal()
+        booking = self._store.get_booking(
+            required("booking_id", request.booking_id), owner=_owner_filter(caller)
+        )
+        return booking_message(booking)
+
+    def CancelBooking(
+        self, request: booking_pb2.CancelBookingRequest, _: grpc.ServicerContext
+    ) -> booking_pb2.Booking:
+        caller = context.require().require_principal()
+        booking = self._store.cancel_booking(
+            required("booking_id", request.booking_id), owner=_owner_filter(caller)
+        )
+        return booking_message(booking)
+
+    def _require_active(self, caller: Principal) -> None:
+        """The token may outlive a deactivation: ask user-svc, the owner of the flag."""
+        try:
+            user = self._users.lookup(caller.user_id)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                user = user_pb2.User(active=False)
+            else:
+                raise dependency_failed(err, "user-svc") from None
+        if not user.active:
+            raise PermissionDenied("this account is deactivated", reason="USER_INACTIVE")
+
+    def _delay_risk(self, flight: FlightRecord) -> float | None:
+        """The flight's delay probability, or None when predict-svc cannot answer in time.
+
+        Optional: the booking must not wait on it or fail with it.
+        """
+        instance = {
+            "carrier": flight.number[:2],
+            "origin": flight.origin,
+            "destination": flight.destination,
+            "scheduled_departure": flight.departure_time.isoformat(),
+        }
+        try:
+            response = self._predictions.predict(
+                DELAY_MODEL, [instance], metadata=context.require().on_behalf_of_caller()
+            )
+        except grpc.RpcError as err:
+            log.warning("delay risk unavailable", extra={"code": err.code().name})
+            return None
+        return float(response.predictions[0].delay_probability)
+
+
+def flight_message(flight: FlightRecord) -> booking_pb2.Flight:
+    return booking_pb2.Flight(
+        flight_id=flight.flight_id,
+        number=flight.number,
+        origin=flight.origin,
+        destination=flight.destination,
+        departure_time=timestamp(flight.departure_time),
+        arrival_time=timestamp(flight.arrival_time),
+        seats_total=flight.seats_total,
+        seats_available=flight.seats_available,
+        price_cents=flight.price_cents,
+        currency=flight.currency,
+    )
+
+
+def booking_message(booking: BookingRecord) -> booking_pb2.Booking:
+    message = booking_pb2.Booking(
+        booking_id=booking.booking_id,
+        user_id=booking.user_id,
+        flight_id=booking.flight_id,
+        seat_class=int(booking.seat_class),  # type: ignore[arg-type]
+        passenger_name=booking.passenger_name,
+        state=int(booking.state),  # type: ignore[arg-type]
+        price_cents=booking.price_cents,
+        create_time=timestamp(booking.create_time),
+    )
+    if booking.delay_risk is not None:
+        message.delay_risk = booking.delay_risk
+    return message
+
+
+def _owner_filter(caller: Principal) -> str | None:
+    """Admins see every booking; anyone else only their own (others' are NOT_FOUND)."""
+    return None if caller.is_admin else caller.user_id
+
+
+def _datetime(flight: booking_pb2.Flight, field: str) -> datetime | None:
+    if not flight.HasField(field):  # type: ignore[arg-type]
+        return None
+    value: timestamp_pb2.Timestamp = getattr(flight, field)
+    return value.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,428 @@
+"""Flights and bookings in SQL: the tables, seat accounting and keyset pages.
+
+Every seat change is one conditional UPDATE inside the transaction that records why,
+so seats never go below zero or get freed twice, on SQLite (BEGIN IMMEDIATE) and on
+PostgreSQL (row locks, READ COMMITTED) alike. Callers get frozen records, never ORM
+objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    CheckConstraint,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator
+
+from services.booking_svc.domain import (
+    BookingCursor,
+    BookingNotFound,
+    BookingState,
+    FlightCursor,
+    FlightFilters,
+    FlightNotFound,
+    NewFlight,
+    OrderBy,
+    SeatClass,
+    SoldOut,
+    from_epoch_us,
+    to_epoch_us,
+)
+
+# Serialises schema creation and seeding across instances sharing one PostgreSQL.
+_PG_SCHEMA_LOCK = 0x_B00C_1A6
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as naive UTC; reads them back as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FlightRow(Base):
+    __tablename__ = "flights"
+    __table_args__ = (
+        CheckConstraint("seats_available >= 0", name="ck_flights_seats_available_nonnegative"),
+        CheckConstraint("seats_available <= seats_total", name="ck_flights_seats_within_total"),
+        # One per ListFlights order, each ending in the tie-breaker the keyset uses.
+        Index("ix_flights_departure", "departure_time", "flight_id"),
+        Index("ix_flights_price", "price_cents", "flight_id"),
+        Index("ix_flights_origin_departure", "origin", "departure_time", "flight_id"),
+        Index("ix_flights_destination_departure", "destination", "departure_time", "flight_id"),
+    )
+
+    flight_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    number: Mapped[str] = mapped_column(String(8))
+    origin: Mapped[str] = mapped_column(String(3))
+    destination: Mapped[str] = mapped_column(String(3))
+    departure_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    arrival_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    seats_total: Mapped[int] = mapped_column(Integer)
+    seats_available: Mapped[int] = mapped_column(Integer)
+    price_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BookingRow(Base):
+    __tablename__ = "bookings"
+    __table_args__ = (
+        # The idempotency key: one booking per (user, request_id), whatever races.
+        UniqueConstraint("user_id", "request_id", name="uq_bookings_user_request"),
+        Index("ix_bookings_created", "create_time", "booking_id"),
+        Index("ix_bookings_user_created", "user_id", "create_time", "booking_id"),
+        Index("ix_bookings_flight", "flight_id"),
+    )
+
+    booking_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    flight_id: Mapped[str] = mapped_column(ForeignKey("flights.flight_id"))
+    seat_class: Mapped[str] = mapped_column(String(16))
+    passenger_name: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16))
+    price_cents: Mapped[int] = mapped_column(Integer)
+    delay_risk: Mapped[float | None] = mapped_column(Float, nullable=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+FLIGHTS = cast(Table, FlightRow.__table__)
+BOOKINGS = cast(Table, BookingRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class FlightRecord:
+    flight_id: str
+    number: str
+    origin: str
+    destination: str
+    departure_time: datetime
+    arrival_time: datetime
+    seats_total: int
+    seats_available: int
+    price_cents: int
+    currency: str
+    create_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRecord:
+    booking_id: str
+    user_id: str
+    flight_id: str
+    seat_class: SeatClass
+    passenger_name: str
+    state: BookingState
+    price_cents: int
+    delay_risk: float | None
+    request_id: str
+    create_time: datetime
+
+
+PriceFor = Callable[[SeatClass, int], int]
+
+
+class BookingStore:
+    """Flights and bookings in one database; safe to share between threads and instances."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def ping(self) -> None:
+        """Raises when the database cannot be reached; for the health checks."""
+        with self._engine.connect() as conn:
+            conn.execute(select(1))
+
+    def create_schema(self) -> None:
+        """Creates missing tables and indexes; instances may call it at the same time."""
+        with self._engine.begin() as conn:
+            self._lock_schema(conn)
+            Base.metadata.create_all(conn)
+
+    def seed_if_empty(self, rows: Sequence[NewFlight]) -> int:
+        """Inserts `rows` when there are no flights yet; returns how many it inserted.
+
+        Check and insert share one transaction that concurrent seeders queue on (BEGIN
+        IMMEDIATE on SQLite, an advisory lock on PostgreSQL), so exactly one seeds.
+        """
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            self._lock_schema(conn)
+            if conn.execute(select(FLIGHTS.c.flight_id).limit(1)).first() is not None:
+                return 0
+            if rows:
+                conn.execute(insert(FLIGHTS), [_flight_values(row, now) for row in rows])
+        return len(rows)
+
+    def create_flight(self, new: NewFlight) -> FlightRecord:
+        values = _flight_values(new, datetime.now(UTC))
+        with self._engine.begin() as conn:
+            conn.execute(insert(FLIGHTS).values(values))
+        return FlightRecord(**values)
+
+    def get_flight(self, flight_id: str) -> FlightRecord:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(FLIGHTS).where(FLIGHTS.c.flight_id == flight_id)).first()
+        if row is None:
+            raise FlightNotFound(flight_id)
+        return _flight(row)
+
+    def list_flights(
+        self, filters: FlightFilters, order_by: OrderBy, after: FlightCursor | None, limit: int
+    ) -> tuple[list[FlightRecord], FlightCursor | None]:
+        """One page of flights after `after`, and the cursor of the next page (None at the end).
+
+        Keyset pagination on (sort value, flight_id): flights added between pages
+        never shift the page boundaries, so nothing is skipped or repeated.
+        """
+        by_price = order_by.field == "price"
+        key = FLIGHTS.c.price_cents if by_price else FLIGHTS.c.departure_time
+        ident = FLIGHTS.c.flight_id
+        query = select(FLIGHTS).where(*_flight_conditions(filters))
+        if after is not None:
+            value: Any = after.key if by_price else from_epoch_us(after.key)
+            query = query.where(_after(key, ident, value, after.flight_id, order_by.descending))
+        order = (key.desc(), ident.desc()) if order_by.descending else (key.asc(), ident.asc())
+        flights = [_flight(row) for row in self._page(query.order_by(*order), limit)]
+        if len(flights) <= limit:
+            return flights, None
+        last = flights[limit - 1]
+        cursor_key = last.price_cents if by_price else to_epoch_us(last.departure_time)
+        return flights[:limit], FlightCursor(cursor_key, last.flight_id)
+
+    def create_booking(
+        self,
+        *,
+        user_id: str,
+        request_id: str,
+        flight_id: str,
+        seat_class: SeatClass,
+        passenger_name: str,
+        price_for: PriceFor,
+        delay_risk: float | None,
+    ) -> tuple[BookingRecord, bool]:
+        """Books a seat, or returns the booking this (user, request_id) already made.
+
+        Returns (booking, created). A repeated request_id returns the first booking
+        even when the other fields differ, as the contract promises: a retry must
+        see the outcome of its first attempt, whatever the client changed since.
+        Raises FlightNotFound, or SoldOut when no seat is left.
+        """
+        try:
+            with self._engine.begin() as conn:
+                found = _by_request(conn, user_id, request_id)
+                if found is not None:
+                    return found, False
+                base = _take_seat(conn, flight_id)
+                values = {
+                    "booking_id": str(uuid.uuid4()),
+                    "user_id": user_id,
+                    "flight_id": flight_id,
+                    "seat_class": seat_class.name,
+                    "passenger_name": passenger_name,
+                    "state": BookingState.CONFIRMED.name,
+                    "price_cents": price_for(seat_class, base),
+                    "delay_risk": delay_risk,
+                    "request_id": request_id,
+                    "create_time": datetime.now(UTC),
+                }
+                conn.execute(insert(BOOKINGS).values(values))
+                return _booking(values), True
+        except IntegrityError:
+            # A concurrent call with the same key committed first (PostgreSQL: both
+            # passed the lookup). Our seat went back with the rollback; return theirs.
+            with self._engine.connect() as conn:
+                found = _by_request(conn, user_id, request_id)
+            if found is None:
+                raise
+            return found, False
+
+    def get_booking(self, booking_id: str, *, owner: str | None = None) -> BookingRecord:
+        """The booking; BookingNotFound when unknown or, with `owner`, someone else's."""
+        with self._engine.connect() as conn:
+            found = _booking_by_id(conn, booking_id, owner)
+        if found is None:
+            raise BookingNotFound(booking_id)
+        return found
+
+    def list_bookings(
+        self, user_id: str | None, after: BookingCursor | None, limit: int
+    ) -> tuple[list[BookingRecord], BookingCursor | None]:
+        """One page of bookings, newest first, of `user_id` (everyone's when None)."""
+        created, ident = BOOKINGS.c.create_time, BOOKINGS.c.booking_id
+        query = select(BOOKINGS)
+        if user_id is not None:
+            query = query.where(BOOKINGS.c.user_id == user_id)
+        if after is not None:
+            moment = from_epoch_us(after.create_time_us)
+            query = query.where(_after(created, ident, moment, after.booking_id, descending=True))
+        query = query.order_by(created.desc(), ident.desc())
+        bookings = [_booking(row._mapping) for row in self._page(query, limit)]
+        if len(bookings) <= limit:
+            return bookings, None
+        last = bookings[limit - 1]
+        return bookings[:limit], BookingCursor(to_epoch_us(last.create_time), last.booking_id)
+
+    def cancel_booking(self, booking_id: str, *, owner: str | None = None) -> BookingRecord:
+        """Cancels and frees the seat; a cancelled booking comes back unchanged.
+
+        Only the call whose conditional UPDATE moves CONFIRMED to CANCELLED frees the
+        seat, so racing cancels free exactly one.
+        """
+        condition = [
+            BOOKINGS.c.booking_id == booking_id,
+            BOOKINGS.c.state == BookingState.CONFIRMED.name,
+        ]
+        if owner is not None:
+            condition.append(BOOKINGS.c.user_id == owner)
+        with self._engine.begin() as conn:
+            cancelled = conn.execute(
+                update(BOOKINGS)
+                .where(*condition)
+                .values(state=BookingState.CANCELLED.name)
+                .returning(BOOKINGS.c.flight_id)
+            ).first()
+            if cancelled is not None:
+                conn.execute(
+                    update(FLIGHTS)
+                    .where(FLIGHTS.c.flight_id == cancelled.flight_id)
+                    .values(seats_available=FLIGHTS.c.seats_available + 1)
+                )
+            found = _booking_by_id(conn, booking_id, owner)
+        if found is None:
+            raise BookingNotFound(booking_id)
+        return found
+
+    def _page(self, query: Select[Any], limit: int) -> Sequence[Row[Any]]:
+        if limit < 1:
+            raise ValueError(f"page limit must be at least 1, got {limit}")
+        # One row more than asked tells whether a next page exists.
+        with self._engine.connect() as conn:
+            return conn.execute(query.limit(limit + 1)).all()
+
+    def _lock_schema(self, conn: Connection) -> None:
+        if self._postgres:
+            conn.execute(select(func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
+
+
+def _take_seat(conn: Connection, flight_id: str) -> int:
+    """Takes one seat in the caller's transaction and returns the flight's fare."""
+    base = conn.execute(
+        update(FLIGHTS)
+        .where(FLIGHTS.c.flight_id == flight_id, FLIGHTS.c.seats_available > 0)
+        .values(seats_available=FLIGHTS.c.seats_available - 1)
+        .returning(FLIGHTS.c.price_cents)
+    ).scalar()
+    if base is not None:
+        return int(base)
+    exists = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
+    raise SoldOut(flight_id) if exists.first() is not None else FlightNotFound(flight_id)
+
+
+def _by_request(conn: Connection, user_id: str, request_id: str) -> BookingRecord | None:
+    row = conn.execute(
+        select(BOOKINGS).where(BOOKINGS.c.user_id == user_id, BOOKINGS.c.request_id == request_id)
+    ).first()
+    return None if row is None else _booking(row._mapping)
+
+
+def _booking_by_id(conn: Connection, booking_id: str, owner: str | None) -> BookingRecord | None:
+    query = select(BOOKINGS).where(BOOKINGS.c.booking_id == booking_id)
+    if owner is not None:
+        query = query.where(BOOKINGS.c.user_id == owner)
+    row = conn.execute(query).first()
+    return None if row is None else _booking(row._mapping)
+
+
+def _flight_conditions(filters: FlightFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.origin is not None:
+        conditions.append(FLIGHTS.c.origin == filters.origin)
+    if filters.destination is not None:
+        conditions.append(FLIGHTS.c.destination == filters.destination)
+    if filters.departure_date is not None:
+        # A range, not a date() of the column, so the departure index serves it.
+        start = datetime.combine(filters.departure_date, datetime.min.time(), tzinfo=UTC)
+        conditions.append(FLIGHTS.c.departure_time >= start)
+        conditions.append(FLIGHTS.c.departure_time < start + timedelta(days=1))
+    return conditions
+
+
+def _after(
+    key: Any, ident: Any, key_value: Any, ident_value: str, descending: bool
+) -> ColumnElement[bool]:
+    """Rows strictly after (key_value, ident_value) in the (key, ident) order."""
+    if descending:
+        return or_(key < key_value, and_(key == key_value, ident < ident_value))
+    return or_(key > key_value, and_(key == key_value, ident > ident_value))
+
+
+def _flight_values(new: NewFlight, now: datetime) -> dict[str, Any]:
+    # Spelled out rather than asdict(): this runs for every seeded flight.
+    return {
+        "flight_id": str(uuid.uuid4()),
+        "number": new.number,
+        "origin": new.origin,
+        "destination": new.destination,
+        "departure_time": new.departure_time.astimezone(UTC),
+        "arrival_time": new.arrival_time.astimezone(UTC),
+        "seats_total": new.seats_total,
+        "seats_available": new.seats_total,
+        "price_cents": new.price_cents,
+        "currency": new.currency,
+        "create_time": now,
+    }
+
+
+def _flight(row: Row[Any]) -> FlightRecord:
+    return FlightRecord(**row._mapping)
+
+
+def _booking(values: Any) -> BookingRecord:
+    fields = dict(values)
+    fields["seat_class"] = SeatClass[fields["seat_class"]]
+    fields["state"] = BookingState[fields["state"]]
+    return BookingRecord(**fields)
