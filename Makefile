@@ -19,7 +19,7 @@ help: ## list the targets
 
 deps: $(DEPS_STAMP) ## create .venv and install every package and tool (Envoy, grpcurl, Consul)
 
-$(DEPS_STAMP): pyproject.toml scripts/install-deps.sh
+$(DEPS_STAMP): pyproject.toml scripts/install-deps.sh scripts/install-consul.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 	@touch $@
 

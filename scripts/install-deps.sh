@@ -13,3 +13,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # The code runs from the checkout: put it and generated/ on the venv's path.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n%s\n' "$root" "$root/generated" > "$site/airline-mesh.pth"
+
+# Consul: any consul >= 1.8 on PATH, else Debian bullseye's package (TOOLS.md).
+bash "$root/scripts/install-consul.sh" "$root/.tools/bin" >/dev/null

@@ -1,0 +1,41 @@
+"""The control plane's configuration from the environment."""
+
+import pytest
+
+from controlplane.config import ConfigError, ControlPlaneConfig
+
+
+def test_defaults_match_the_documented_addresses() -> None:
+    config = ControlPlaneConfig.from_env({})
+    assert config.consul_addr == "127.0.0.1:8500"
+    assert (config.xds_host, config.xds_port) == ("127.0.0.1", 18000)
+    assert config.exclude == frozenset({"consul"})
+    assert config.required == frozenset()
+
+
+def test_environment_overrides_the_defaults() -> None:
+    config = ControlPlaneConfig.from_env(
+        {
+            "CONSUL_HTTP_ADDR": "http://10.0.0.5:8500/",
+            "XDS_PORT": "0",
+            "CONSUL_WAIT_SECONDS": "5",
+            "CONTROLPLANE_SERVICES": "user-svc, booking-svc",
+            "CONTROLPLANE_EXCLUDE": "consul,nomad",
+        }
+    )
+    assert config.consul_addr == "10.0.0.5:8500"
+    assert config.xds_port == 0
+    assert config.wait_seconds == 5.0
+    assert config.required == frozenset({"user-svc", "booking-svc"})
+    assert config.exclude == frozenset({"consul", "nomad"})
+
+
+def test_read_timeout_outlasts_the_longest_blocking_query() -> None:
+    config = ControlPlaneConfig(wait_seconds=30)
+    assert config.read_timeout_seconds > 30 * 17 / 16
+
+
+@pytest.mark.parametrize("wait", ["0.5", "601", "soon"])
+def test_unusable_wait_is_refused(wait: str) -> None:
+    with pytest.raises(ConfigError):
+        ControlPlaneConfig.from_env({"CONSUL_WAIT_SECONDS": wait})

@@ -1,0 +1,115 @@
+"""The watcher against a real Consul agent: what it sees, and how it rides out an outage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from controlplane.consul import ConsulWatcher, Instances
+from controlplane.resources import CRITICAL, PASSING
+from tests.controlplane.conftest import (
+    ConsulAgent,
+    GrpcInstance,
+    control_plane_config,
+    unique_name,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def start_watcher(consul_addr: str, **overrides: object) -> ConsulWatcher:
+    def ignore(_view: object) -> None:
+        """Tests read the watcher's last published view instead."""
+
+    watcher = ConsulWatcher(control_plane_config(consul_addr, **overrides), ignore)
+    watcher.start()
+    return watcher
+
+
+@pytest.fixture
+def watch(consul: ConsulAgent) -> Iterator[Callable[..., ConsulWatcher]]:
+    started: list[ConsulWatcher] = []
+
+    def start(**overrides: object) -> ConsulWatcher:
+        started.append(start_watcher(consul.http_addr, **overrides))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for watcher in started:
+            watcher.stop(timeout=5.0)
+
+
+def instances_of(watcher: ConsulWatcher, name: str) -> Instances | None:
+    view = watcher.view()
+    return None if view is None else view.get(name)
+
+
+def statuses(watcher: ConsulWatcher, name: str) -> list[tuple[int, str]]:
+    return [(i.port, i.status) for i in instances_of(watcher, name) or ()]
+
+
+def test_view_has_each_instance_with_its_check_status(
+    consul: ConsulAgent,
+    watch: Callable[..., ConsulWatcher],
+    instances: Callable[[], GrpcInstance],
+) -> None:
+    watcher = watch()
+    name, up, down = unique_name("status"), instances(), instances()
+    down.serving(False)
+    consul.register(name, f"{name}-up", up.port)
+    consul.register(name, f"{name}-down", down.port)
+    expected = sorted([(up.port, PASSING), (down.port, CRITICAL)])
+    wait_for(lambda: sorted(statuses(watcher, name)) == expected, "both statuses in the view")
+
+
+def test_consul_itself_is_not_a_service_to_route_to(
+    watch: Callable[..., ConsulWatcher],
+) -> None:
+    watcher = watch()
+    view = wait_for(watcher.view, "the first view")
+    assert "consul" not in view
+
+
+def test_required_service_is_in_the_view_before_any_instance_registers(
+    watch: Callable[..., ConsulWatcher],
+) -> None:
+    name = unique_name("required")
+    watcher = watch(required=frozenset({name}))
+    assert wait_for(watcher.view, "the first view")[name] == ()
+
+
+def test_consul_outage_keeps_the_last_view_and_catches_up_when_it_returns(
+    consul_binary: str,
+    tmp_path: Path,
+    instances: Callable[[], GrpcInstance],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="controlplane")
+    agent = ConsulAgent(consul_binary, tmp_path / "consul")
+    agent.start()
+    watcher = start_watcher(agent.http_addr)
+    try:
+        before, after = instances(), instances()
+        agent.register("outage-svc", "outage-1", before.port)
+        wait_for(lambda: statuses(watcher, "outage-svc") == [(before.port, PASSING)], "first view")
+
+        agent.stop()
+        wait_for(lambda: any(r.getMessage() == "consul unreachable, keeping the last view"
+                             for r in caplog.records), "the watcher to notice")  # fmt: skip
+        assert statuses(watcher, "outage-svc") == [(before.port, PASSING)]
+
+        # The agent restores its own registrations from its data dir; the new one is news.
+        agent.start()
+        agent.register("outage-svc", "outage-2", after.port)
+        both = sorted([(before.port, PASSING), (after.port, PASSING)])
+        wait_for(lambda: sorted(statuses(watcher, "outage-svc")) == both, "the catch-up")
+        assert any(r.getMessage() == "consul reachable again" for r in caplog.records)
+    finally:
+        watcher.stop(timeout=5.0)
+        agent.stop()
