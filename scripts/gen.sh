@@ -16,7 +16,7 @@ mapfile -t protos < <(cd proto && find airline -name '*.proto' | sort)
 "$PY" -m grpc_tools.protoc -Iproto -I"$googleapis" -I"$wkt" \
   --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
   --python_out=generated.tmp --grpc_python_out=generated.tmp \
-  --mypy_out=generated.tmp --mypy_grpc_out=generated.tmp \
+  --mypy_out=quiet:generated.tmp --mypy_grpc_out=quiet:generated.tmp \
   --descriptor_set_out=generated.tmp/airline.pb --include_imports --include_source_info \
   "${protos[@]/#/proto/}"
 # Packages, so `from airline.user.v1 import user_pb2` also works for tools

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "$root[dev,postgres]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$root[dev,postgres]"
 
 # The code runs from the checkout: put it and generated/ on the venv's path.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
