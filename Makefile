@@ -40,3 +40,12 @@ test: gen ## run every test: unit and integration
 
 clean: ## remove generated code and local state (keeps .venv)
 	rm -rf generated var
+
+up: gen ## run the whole mesh here (Consul, control plane, Envoy, services); returns when healthy
+	@$(PY) -m mesh up
+
+down: ## stop everything `make up` started
+	@$(PY) -m mesh down
+
+status: ## show each process and each Consul health check
+	@$(PY) -m mesh status

@@ -27,6 +27,7 @@ from services.runtime.authn import TokenVerifier
 from services.runtime.config import ServerConfig
 from services.runtime.health import Check, HealthReporter
 from services.runtime.interceptors import ServerInterceptor
+from services.runtime.registration import ConsulRegistrar
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,27 @@ class Server:
         log.info("stopped")
 
 
-def serve(config: ServerConfig, build: Builder, registrar: Registrar | None = None) -> None:
-    """Runs one instance until SIGTERM or SIGINT, then stops it gracefully."""
+def serve(config: ServerConfig, build: Builder) -> None:
+    """Runs one instance until SIGTERM or SIGINT, then stops it gracefully.
+
+    With CONSUL_HTTP_ADDR set the instance registers itself in Consul, checked
+    through the gRPC health of its first service name.
+    """
     logs.configure(config.service_name, config.log_level)
     registry = CollectorRegistry()
-    server = Server(config, build(config, registry), registry, registrar)
+    definition = build(config, registry)
+    registrar = None
+    if config.consul_addr:
+        registrar = ConsulRegistrar(
+            consul_addr=config.consul_addr,
+            name=config.service_name,
+            address=config.host,
+            health_service=definition.service_names[0],
+            version=config.version,
+            instance_id=config.instance_id,
+            check_interval_seconds=config.check_interval_seconds,
+        )
+    server = Server(config, definition, registry, registrar)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())

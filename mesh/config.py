@@ -1,0 +1,106 @@
+"""Where everything of one local mesh runs: ports, instance counts, the state folder.
+
+Read from the environment once; every port can be moved so that two meshes (a
+developer's and a test run's) never clash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.runtime.config import env_int, env_str
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+
+
+@dataclass(frozen=True)
+class Ports:
+    edge: int = 8080
+    mesh: int = 15001
+    admin: int = 9901
+    xds: int = 18000
+    consul_http: int = 8500
+    consul_dns: int = 8600
+    consul_server: int = 8300
+    consul_serf_lan: int = 8301
+    consul_serf_wan: int = 8302
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        defaults = cls()
+        return cls(
+            **{
+                name: env_int(env, f"{name.upper()}_PORT", getattr(defaults, name), minimum=1)
+                for name in cls.__dataclass_fields__
+            }
+        )
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """One local mesh: its ports, its state folder and how many of each service."""
+
+    var_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    instances: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "auth-svc": 1,
+            "user-svc": 2,
+            "booking-svc": 2,
+            "predict-svc": 1,
+        }
+    )
+    cors_origins: str = "http://localhost:3000"
+    token_rate_limit: int = 10
+    token_rate_window_seconds: int = 60
+    service_env: Mapping[str, str] = field(default_factory=dict)
+    up_timeout_seconds: float = 180.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MeshConfig:
+        env = os.environ if env is None else env
+        defaults = cls(var_dir=ROOT / "var")
+        return cls(
+            var_dir=Path(env_str(env, "MESH_VAR_DIR", str(ROOT / "var"))).resolve(),
+            ports=Ports.from_env(env),
+            instances={
+                name: env_int(env, f"{name.upper().replace('-', '_')}_INSTANCES", count, minimum=1)
+                for name, count in defaults.instances.items()
+            },
+            cors_origins=env_str(env, "CORS_ORIGINS", defaults.cors_origins),
+            token_rate_limit=env_int(env, "TOKEN_RATE_LIMIT", defaults.token_rate_limit, minimum=1),
+            token_rate_window_seconds=env_int(
+                env, "TOKEN_RATE_WINDOW_SECONDS", defaults.token_rate_window_seconds, minimum=1
+            ),
+            # Passed through to every service instance (e.g. BCRYPT_COST in tests).
+            service_env={k: v for k, v in env.items() if k in _SERVICE_KEYS},
+        )
+
+    @property
+    def consul_addr(self) -> str:
+        return f"{self.host}:{self.ports.consul_http}"
+
+    def path(self, *parts: str) -> Path:
+        return self.var_dir.joinpath(*parts)
+
+
+_SERVICE_KEYS = frozenset(
+    {
+        "BCRYPT_COST",
+        "BOOKING_SEED_DAYS",
+        "PREDICT_TRAIN_ROWS",
+        "LOG_LEVEL",
+        "CHECK_INTERVAL_SECONDS",
+        "SHUTDOWN_GRACE_SECONDS",
+        "SHUTDOWN_DRAIN_SECONDS",
+        "CPU_SLOTS",
+        "GRPC_MAX_WORKERS",
+        "PREDICT_TIMEOUT_SECONDS",
+    }
+)

@@ -1,0 +1,46 @@
+"""Envoy's bootstrap for one local mesh, rendered by envoy/render.py from its template."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mesh.config import ROOT, MeshConfig
+
+
+def write(cfg: MeshConfig) -> Path:
+    """Renders the bootstrap for `cfg` into its state folder; returns the path."""
+    out = cfg.path("envoy.yaml")
+    h, p = cfg.host, cfg.ports
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "envoy" / "render.py"),
+            "--out",
+            str(out),
+            "--edge",
+            f"{h}:{p.edge}",
+            "--mesh",
+            f"{h}:{p.mesh}",
+            "--admin",
+            f"{h}:{p.admin}",
+            "--xds",
+            f"{h}:{p.xds}",
+            "--descriptor",
+            str(ROOT / "generated" / "airline.pb"),
+            "--cors-origins",
+            cfg.cors_origins,
+            "--token-limit",
+            str(cfg.token_rate_limit),
+            "--token-window",
+            str(cfg.token_rate_window_seconds),
+            "--access-log",
+            str(cfg.path("log", "envoy-access.log")),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return out

@@ -1,0 +1,137 @@
+"""supervisord's configuration for one local mesh: every process, its order and logs.
+
+Consul first, then the control plane, then Envoy, then the services; services
+retry their registration while Consul comes up, and Envoy keeps asking the
+control plane, so start order is a courtesy, not a dependency.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+from mesh.config import ROOT, SERVICES, MeshConfig
+
+BIN = ROOT / ".venv" / "bin"
+CONSUL = ROOT / ".tools" / "bin" / "consul"
+
+
+def render(cfg: MeshConfig) -> str:
+    """The supervisord.conf text for `cfg`."""
+    blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _envoy(cfg)]
+    blocks += [_service(cfg, name) for name in SERVICES]
+    return "\n".join(blocks)
+
+
+def _header(cfg: MeshConfig) -> str:
+    return f"""\
+[unix_http_server]
+file={cfg.path("supervisor.sock")}
+chmod=0700
+
+[supervisord]
+logfile={cfg.path("log", "supervisord.log")}
+pidfile={cfg.path("supervisord.pid")}
+directory={ROOT}
+childlogdir={cfg.path("log")}
+; a process that dies is restarted; a stop is SIGTERM, then SIGKILL after stopwaitsecs
+minfds=4096
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{cfg.path("supervisor.sock")}
+"""
+
+
+def _program(
+    name: str,
+    command: str,
+    cfg: MeshConfig,
+    *,
+    priority: int,
+    env: Mapping[str, str] | None = None,
+    numprocs: int = 1,
+    stopwaitsecs: int = 15,
+) -> str:
+    process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
+    log = f"{cfg.path('log')}/{process_name}.log"
+    lines = [
+        f"[program:{name}]",
+        f"command={command}",
+        f"process_name={process_name}",
+        f"numprocs={numprocs}",
+        f"priority={priority}",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=1",
+        "stopsignal=TERM",
+        f"stopwaitsecs={stopwaitsecs}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={log}",
+        "stdout_logfile_maxbytes=20MB",
+        "stdout_logfile_backups=2",
+    ]
+    if env:
+        pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
+        lines.append(f"environment={pairs}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("%", "%%").replace('"', '\\"')
+
+
+def _consul(cfg: MeshConfig) -> str:
+    p = cfg.ports
+    command = (
+        f"{CONSUL} agent -dev -config-file={ROOT / 'consul' / 'agent.hcl'}"
+        f" -data-dir={cfg.path('consul')} -http-port={p.consul_http} -dns-port={p.consul_dns}"
+        f" -server-port={p.consul_server} -serf-lan-port={p.consul_serf_lan}"
+        f" -serf-wan-port={p.consul_serf_wan}"
+    )
+    return _program("consul", command, cfg, priority=10)
+
+
+def _controlplane(cfg: MeshConfig) -> str:
+    env = {
+        "CONSUL_HTTP_ADDR": cfg.consul_addr,
+        "XDS_HOST": cfg.host,
+        "XDS_PORT": str(cfg.ports.xds),
+        "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+    }
+    return _program("controlplane", f"{sys.executable} -m controlplane", cfg, priority=20, env=env)
+
+
+def _envoy(cfg: MeshConfig) -> str:
+    command = (
+        f"{BIN / 'envoy'} -c {cfg.path('envoy.yaml')} --disable-hot-restart"
+        " --log-level info --log-format '%%Y-%%m-%%dT%%T.%%eZ %%l [%%n] %%v'"
+    )
+    return _program("envoy", command, cfg, priority=30)
+
+
+def _service(cfg: MeshConfig, name: str) -> str:
+    module = "services." + name.replace("-", "_")
+    env = {
+        **cfg.service_env,
+        "GRPC_HOST": cfg.host,
+        "GRPC_PORT": "0",
+        "METRICS_PORT": "0",
+        "CONSUL_HTTP_ADDR": cfg.consul_addr,
+        "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
+        "DATABASE_URL": f"sqlite:///{cfg.path('db', name + '.db')}",
+    }
+    # Drain (check interval + push) plus the grace for calls in flight, with room.
+    return _program(
+        name,
+        f"{sys.executable} -m {module}",
+        cfg,
+        priority=40,
+        env=env,
+        numprocs=cfg.instances[name],
+        stopwaitsecs=30,
+    )
