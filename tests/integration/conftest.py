@@ -1,0 +1,151 @@
+"""The whole mesh, started once per test session with `python -m mesh up` on free ports.
+
+Tests here talk to it only from outside: REST with httpx, gRPC with the generated
+stubs through the edge, and grpcurl against instances found through Consul.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mesh.config import Ports
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Mesh:
+    """A running mesh and the ways to reach it."""
+
+    ports: Ports
+    env: dict[str, str]
+    var_dir: Path
+    admin: Account | None = None
+
+    @property
+    def edge(self) -> str:
+        return f"http://127.0.0.1:{self.ports.edge}"
+
+    @property
+    def consul(self) -> str:
+        return f"http://127.0.0.1:{self.ports.consul_http}"
+
+    @property
+    def envoy_admin(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.edge, timeout=15, **kwargs)
+
+    def instances(self, service: str, *, passing: bool = True) -> list[dict[str, Any]]:
+        """Consul's view of a service: one entry per instance."""
+        query = "?passing=true" if passing else ""
+        response = httpx.get(f"{self.consul}/v1/health/service/{service}{query}", timeout=5)
+        response.raise_for_status()
+        return list(response.json())
+
+    def mesh_command(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", command],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def sign_up(self) -> Account:
+        """A new user, signed in through the edge."""
+        with self.client() as http:
+            return self._sign_up(http)
+
+    def _sign_up(self, http: httpx.Client) -> Account:
+        email = f"{uuid.uuid4().hex[:12]}@example.com"
+        created = http.post(
+            "/v1/users", json={"email": email, "password": PASSWORD, "display_name": "Flyer"}
+        )
+        assert created.status_code == 201, created.text
+        tokens = http.post("/v1/auth/token", json={"email": email, "password": PASSWORD})
+        assert tokens.status_code == 200, tokens.text
+        body = tokens.json()
+        return Account(created.json(), body["access_token"], body["refresh_token"])
+
+
+@dataclass(frozen=True)
+class Account:
+    user: dict[str, Any]
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.access_token}"}
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Waits until `check()` is true, failing with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    names = [f.name for f in fields(Ports)]
+    ports = Ports(**dict(zip(names, _free_ports(len(names)), strict=True)))
+    var_dir = tmp_path_factory.mktemp("mesh")
+    env = {
+        **os.environ,
+        **{f"{name.upper()}_PORT": str(getattr(ports, name)) for name in names},
+        "MESH_VAR_DIR": str(var_dir),
+        "BCRYPT_COST": "4",
+        "PREDICT_TRAIN_ROWS": "20000",
+        "BOOKING_SEED_DAYS": "2",
+        "TOKEN_RATE_LIMIT": "1000",
+        "CHECK_INTERVAL_SECONDS": "1",
+    }
+    found = Mesh(ports, env, var_dir)
+    try:
+        started = found.mesh_command("up")
+        assert started.returncode == 0, started.stdout + started.stderr
+        found.admin = found.sign_up()  # the first user of fresh databases: an admin
+        yield found
+    finally:
+        stopped = found.mesh_command("down")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+@pytest.fixture(scope="session")
+def admin(mesh: Mesh) -> Account:
+    """The first user of the fresh databases: an admin."""
+    assert mesh.admin is not None
+    assert "admin" in mesh.admin.user["roles"]
+    return mesh.admin

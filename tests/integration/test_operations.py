@@ -1,0 +1,270 @@
+"""What operators do and see: Consul, grpcurl on instances, metrics, failover, scaling."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from airline.user.v1 import (
+    user_internal_pb2,
+    user_internal_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
+from tests.integration.conftest import Account, Mesh, poll
+from tests.process.conftest import GRPCURL, service_process
+
+SUPERVISORCTL = str(Path(GRPCURL).with_name("supervisorctl"))
+
+pytestmark = pytest.mark.integration
+
+FULL_NAMES = {
+    "auth-svc": "airline.auth.v1.AuthService",
+    "user-svc": "airline.user.v1.UserService",
+    "booking-svc": "airline.booking.v1.BookingService",
+    "predict-svc": "airline.predict.v1.PredictionService",
+}
+
+
+def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GRPCURL, "-plaintext", "-max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _handled(metrics_port: int | str, method: str) -> float:
+    """How many calls of `method` an instance answered OK, from its own metrics."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("grpc_server_handled_total{")
+            and 'grpc_code="OK"' in line
+            and f'grpc_method="{method}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize(
+    ("service", "count"),
+    [
+        ("auth-svc", 1),
+        ("user-svc", 2),
+        ("booking-svc", 2),
+        ("predict-svc", 1),
+    ],
+)
+def test_every_instance_is_registered_with_a_passing_grpc_check_and_meta(
+    mesh: Mesh, service: str, count: int
+) -> None:
+    instances = mesh.instances(service)
+    assert len(instances) >= count
+    for entry in instances:
+        meta = entry["Service"]["Meta"]
+        assert meta["version"]
+        assert int(meta["metrics_port"]) > 0
+        (check,) = [c for c in entry["Checks"] if c["ServiceID"]]
+        assert check["Status"] == "passing"
+        assert check["Type"] == "grpc"
+
+
+@pytest.mark.parametrize("service", sorted(FULL_NAMES))
+def test_operator_lists_describes_and_health_checks_an_instance_with_grpcurl(
+    mesh: Mesh, service: str
+) -> None:
+    entry = mesh.instances(service)[0]["Service"]
+    target = f"{entry['Address']}:{entry['Port']}"
+    listed = _grpcurl(target, "list")
+    assert FULL_NAMES[service] in listed.stdout.split(), listed.stderr
+    described = _grpcurl(target, "describe", FULL_NAMES[service])
+    assert "rpc " in described.stdout, described.stderr
+    health = _grpcurl(
+        "-d", json.dumps({"service": FULL_NAMES[service]}), target, "grpc.health.v1.Health/Check"
+    )
+    assert json.loads(health.stdout) == {"status": "SERVING"}, health.stderr
+
+
+def test_metrics_ports_in_consul_meta_serve_prometheus_text(mesh: Mesh) -> None:
+    for service in FULL_NAMES:
+        port = mesh.instances(service)[0]["Service"]["Meta"]["metrics_port"]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "grpc_server_started_total" in text
+
+
+def test_envoy_admin_serves_prometheus_stats(mesh: Mesh) -> None:
+    text = httpx.get(f"{mesh.envoy_admin}/stats/prometheus", timeout=5).text
+    assert "envoy_cluster_upstream_rq" in text
+
+
+def test_public_methods_answer_grpc_clients_on_the_edge(mesh: Mesh) -> None:
+    me = mesh.sign_up()
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.edge}") as channel:
+        user = user_pb2_grpc.UserServiceStub(channel).GetUser(
+            user_pb2.GetUserRequest(user_id="me"),
+            metadata=[("authorization", f"Bearer {me.access_token}")],
+            timeout=10,
+        )
+    assert user.user_id == me.user["user_id"]
+
+
+def test_internal_methods_are_refused_at_the_edge(mesh: Mesh) -> None:
+    me = mesh.sign_up()
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.edge}") as channel:
+        stub = user_internal_pb2_grpc.UserInternalServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.VerifyPassword(
+                user_internal_pb2.VerifyPasswordRequest(
+                    email=me.user["email"], password="correct horse battery"
+                ),
+                timeout=10,
+            )
+    assert err.value.code() in {
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+    rest = httpx.post(
+        f"{mesh.edge}/airline.user.v1.UserInternalService/LookupUser",
+        json={"user_id": me.user["user_id"]},
+        timeout=10,
+    )
+    assert rest.status_code == 404
+
+
+# --- failover and scaling, while requests flow --------------------------------------
+
+
+@dataclass
+class Load:
+    """GET /v1/users/me in a loop (user-svc behind the edge), bounded in time."""
+
+    mesh: Mesh
+    account: Account
+    results: list[tuple[float, int]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 120  # bounded, whatever the test does
+        with self.mesh.client(headers=self.account.headers) as http:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    status = http.get("/v1/users/me").status_code
+                except httpx.TransportError:
+                    status = 0
+                self.results.append((time.monotonic(), status))
+
+    def failures_after(self, moment: float) -> list[tuple[float, int]]:
+        return [(t, s) for t, s in self.results if t >= moment and s != 200]
+
+
+@contextmanager
+def flowing(mesh: Mesh, account: Account) -> Iterator[Load]:
+    load = Load(mesh, account)
+    worker = threading.Thread(target=load.run, daemon=True)
+    worker.start()
+    try:
+        yield load
+    finally:
+        load.stop.set()
+        worker.join(timeout=30)
+
+
+def _supervised_pid(mesh: Mesh, process: str) -> int:
+    out = subprocess.run(
+        [SUPERVISORCTL, "-c", str(mesh.var_dir / "supervisord.conf"), "pid", process],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    return int(out)
+
+
+def _check_status(mesh: Mesh, service: str, instance_id: str) -> str | None:
+    for entry in mesh.instances(service, passing=False):
+        if entry["Service"]["ID"] == instance_id:
+            (check,) = [c for c in entry["Checks"] if c["ServiceID"]]
+            return str(check["Status"])
+    return None
+
+
+def test_killing_an_instance_under_load_loses_no_request_once_envoy_knows(
+    mesh: Mesh,
+) -> None:
+    """kill -9 one user-svc instance while requests flow; supervisord restarts it."""
+    me = mesh.sign_up()
+    before = {e["Service"]["ID"] for e in mesh.instances("user-svc")}
+    victim_pid = _supervised_pid(mesh, "user-svc:user-svc-0")
+    victim = _instance_of_pid(mesh, victim_pid)
+    with flowing(mesh, me) as load:
+        poll(lambda: len(load.results) > 20, 30, "requests to flow")
+        os.kill(victim_pid, signal.SIGKILL)
+        poll(
+            lambda: _check_status(mesh, "user-svc", victim["ID"]) == "critical",
+            30,
+            "Consul's check of the killed instance to go critical",
+        )
+        learned = time.monotonic() + 2.0  # one control-plane push after Consul knows
+        poll(lambda: time.monotonic() > learned + 3, 10, "requests after Envoy learned")
+        # The restarted process registers as a new instance and gets traffic again.
+        poll(lambda: _new_instances(mesh, before), 60, "the restarted instance to register")
+        (fresh,) = _new_instances(mesh, before)
+        port = fresh["Service"]["Meta"]["metrics_port"]
+        poll(lambda: _handled(port, "GetUser") > 0, 30, "traffic to the restarted instance")
+    assert load.failures_after(learned) == []
+    assert sum(1 for _, s in load.results if s == 200) > 50
+
+
+def _instance_of_pid(mesh: Mesh, pid: int) -> dict[str, Any]:
+    """The Consul registration of the instance with this PID (its port is in its log)."""
+    log = (mesh.var_dir / "log" / "user-svc-0.log").read_text()
+    ports = [int(p) for p in re.findall(r'"event": "serving", "port": (\d+)', log)]
+    for entry in mesh.instances("user-svc"):
+        if entry["Service"]["Port"] == ports[-1]:
+            return dict(entry["Service"])
+    pytest.fail(f"no registration for pid {pid} on port {ports[-1]}")
+
+
+def _new_instances(mesh: Mesh, before: set[str]) -> list[dict[str, Any]]:
+    return [e for e in mesh.instances("user-svc") if e["Service"]["ID"] not in before]
+
+
+def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> None:
+    me = mesh.sign_up()
+    env = {
+        "CONSUL_HTTP_ADDR": f"127.0.0.1:{mesh.ports.consul_http}",
+        "MESH_ADDR": f"127.0.0.1:{mesh.ports.mesh}",
+        "DATABASE_URL": f"sqlite:///{mesh.var_dir / 'db' / 'user-svc.db'}",
+        "INSTANCE_ID": "user-svc-by-hand",
+        "BCRYPT_COST": "4",
+        "CHECK_INTERVAL_SECONDS": "1",
+    }
+    with flowing(mesh, me), service_process("services.user_svc", env) as extra:
+        poll(
+            lambda: _check_status(mesh, "user-svc", "user-svc-by-hand") == "passing",
+            20,
+            "the new instance's check to pass",
+        )
+        poll(lambda: _handled(extra.metrics_port, "GetUser") > 0, 15, "traffic to the new instance")
+        extra.process.send_signal(signal.SIGTERM)
+        assert extra.process.wait(timeout=60) == 0
+    assert _check_status(mesh, "user-svc", "user-svc-by-hand") is None  # deregistered
