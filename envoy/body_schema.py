@@ -1,0 +1,150 @@
+"""Which JSON keys each REST request body may carry, as a Lua table for the edge.
+
+Envoy's transcoder silently drops JSON fields the request message does not have
+(the transcoding library hard-codes `ignore_unknown_fields`; Envoy has no option
+for it, see envoyproxy/envoy#46623), while API.md refuses them with 400. This
+module derives, from the descriptor set Envoy transcodes with, the REST routes
+that carry a body and the keys every message in those bodies accepts (proto name
+and lowerCamelCase); edge.lua checks request bodies against it. Imported by
+render.py (a sibling script), standard library and protobuf only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+
+Field = descriptor_pb2.FieldDescriptorProto
+
+# Well-known types have their own JSON forms (strings, free objects): any content.
+_FREE_FORM_PREFIX = ".google.protobuf."
+_LUA_MAGIC = re.compile(r"([\^$()%.\[\]*+\-?])")
+_VARIABLE = re.compile(r"(\{[^}]*\})")
+
+
+@dataclass(frozen=True)
+class BodyRoute:
+    """A REST method and path that carries a JSON body of `message`."""
+
+    method: str
+    pattern: str  # a Lua pattern matching the path (without the query)
+    message: str  # full name, no leading dot
+
+
+def _messages(files: descriptor_pb2.FileDescriptorSet) -> dict[str, descriptor_pb2.DescriptorProto]:
+    found: dict[str, descriptor_pb2.DescriptorProto] = {}
+
+    def walk(prefix: str, types: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+        for message in types:
+            name = f"{prefix}.{message.name}"
+            found[name] = message
+            walk(name, message.nested_type)
+
+    for file in files.file:
+        walk(f".{file.package}" if file.package else "", file.message_type)
+    return found
+
+
+def lua_pattern(template: str) -> str:
+    """An HTTP rule path template (`/v1/users/{user.user_id}`) as an anchored Lua pattern."""
+    parts = []
+    for part in _VARIABLE.split(template):
+        if part.startswith("{"):
+            parts.append(".+" if "**" in part else "[^/]+")
+        else:
+            parts.append(_LUA_MAGIC.sub(r"%\1", part))
+    return "^" + "".join(parts) + "$"
+
+
+def _bindings(rule: http_pb2.HttpRule) -> Iterator[http_pb2.HttpRule]:
+    yield rule
+    for extra in rule.additional_bindings:
+        yield from _bindings(extra)
+
+
+def body_routes(
+    files: descriptor_pb2.FileDescriptorSet, services: Iterable[str]
+) -> list[BodyRoute]:
+    """The routes of `services` whose HTTP rule takes a body, with the body's message."""
+    messages = _messages(files)
+    wanted = set(services)
+    routes = []
+    for file in files.file:
+        for service in file.service:
+            if f"{file.package}.{service.name}" not in wanted:
+                continue
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in _bindings(rule):
+                    kind = binding.WhichOneof("pattern")
+                    if kind is None or not binding.body:
+                        continue
+                    path = binding.custom.path if kind == "custom" else getattr(binding, kind)
+                    verb = binding.custom.kind if kind == "custom" else kind.upper()
+                    message = method.input_type
+                    if binding.body != "*":
+                        field = next(f for f in messages[message].field if f.name == binding.body)
+                        message = field.type_name
+                    routes.append(BodyRoute(verb, lua_pattern(path), message.lstrip(".")))
+    return routes
+
+
+def accepted_keys(
+    files: descriptor_pb2.FileDescriptorSet, roots: Iterable[str]
+) -> dict[str, dict[str, str | bool]]:
+    """For each message reachable from `roots`: key -> nested message name, or True (any)."""
+    messages = _messages(files)
+    schema: dict[str, dict[str, str | bool]] = {}
+    pending = [f".{root}" for root in roots]
+    while pending:
+        name = pending.pop()
+        if name.lstrip(".") in schema:
+            continue
+        keys: dict[str, str | bool] = {}
+        for field in messages[name].field:
+            value: str | bool = True
+            nested = messages.get(field.type_name) if field.type == Field.TYPE_MESSAGE else None
+            is_map = nested is not None and nested.options.map_entry
+            if (
+                nested is not None
+                and not is_map
+                and not field.type_name.startswith(_FREE_FORM_PREFIX)
+            ):
+                value = field.type_name.lstrip(".")
+                pending.append(field.type_name)
+            keys[field.name] = value
+            keys[field.json_name or field.name] = value
+        schema[name.lstrip(".")] = keys
+    return schema
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lua_source(routes: Iterable[BodyRoute], schema: Mapping[str, Mapping[str, str | bool]]) -> str:
+    """Lua defining BODY_ROUTES and MESSAGES, the tables edge.lua reads."""
+    lines = ["-- Generated by envoy/render.py from the descriptor set; see body_schema.py."]
+    lines.append("local BODY_ROUTES = {")
+    for route in routes:
+        args = ", ".join(_lua_string(v) for v in (route.method, route.pattern, route.message))
+        lines.append(f"  {{{args}}},")
+    lines.append("}")
+    lines.append("local MESSAGES = {")
+    for name in sorted(schema):
+        lines.append(f"  [{_lua_string(name)}] = {{")
+        for key, value in sorted(schema[name].items()):
+            shown = "true" if value is True else _lua_string(str(value))
+            lines.append(f"    [{_lua_string(key)}] = {shown},")
+        lines.append("  },")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def generate(files: descriptor_pb2.FileDescriptorSet, services: Iterable[str]) -> str:
+    routes = body_routes(files, services)
+    return lua_source(routes, accepted_keys(files, {r.message for r in routes}))

@@ -1,0 +1,302 @@
+-- What the edge does to REST traffic that no built-in filter does.
+--
+-- Requests: (1) a REST client's deadline, x-envoy-upstream-rq-timeout-ms (which the
+-- connection manager strips from external clients, hence saved under another name
+-- by the early header mutation in bootstrap.yaml), becomes grpc-timeout: the header
+-- the route's deadline honours (up to its cap) and the services read. (2) A JSON
+-- body with a key its message does not have is refused with 400 and a
+-- google.rpc.BadRequest naming each one: the transcoder would drop it silently.
+-- Responses: a service says which HTTP status a success really is in its response
+-- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
+-- transcoder answers 200 for every success, so this turns the hint into the status.
+-- A 429's Retry-After becomes the time until the rate limit's bucket refills.
+--
+-- render.py inlines this file into the bootstrap after the generated BODY_ROUTES
+-- and MESSAGES tables (body_schema.py).
+
+local SAVED_TIMEOUT = "x-airline-upstream-rq-timeout-ms"
+local STATUS_HINT = "x-http-status"
+-- grpc-timeout allows at most 8 digits.
+local MAX_GRPC_TIMEOUT_MS = 99999999
+
+local function grpc_timeout_ms(value)
+  local amount, unit = string.match(value, "^(%d+)([HMSmun])$")
+  if amount == nil then
+    return nil
+  end
+  local per_unit = {H = 3600000, M = 60000, S = 1000, m = 1, u = 0.001, n = 0.000001}
+  return tonumber(amount) * per_unit[unit]
+end
+
+local body_routes = BODY_ROUTES or {}
+local messages = MESSAGES or {}
+-- A nested message is named in MESSAGES; point at its table instead.
+for _, fields in pairs(messages) do
+  for key, value in pairs(fields) do
+    if type(value) == "string" then
+      fields[key] = messages[value] or true
+    end
+  end
+end
+-- Keys we know nothing about below this depth are not checked (the transcoder
+-- has its own limits); it only bounds our recursion.
+local MAX_DEPTH = 32
+local NOT_JSON = {}
+
+local function json_string(text)
+  local escaped = string.gsub(text, '[%c"\\]', function(c)
+    return string.format("\\u%04x", string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
+local ESCAPES = {
+  ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t",
+}
+
+-- The keys of `text` (a JSON document) that `schema` does not accept, with their
+-- paths (`flight.bogus`, `items[2].x`); nil when `text` is not JSON, which is the
+-- transcoder's to report. A schema is a table of key -> true (any value) or the
+-- table of a nested message; true means any value at all.
+local function unknown_keys(text, schema)
+  local pos = 1
+  local found = {}
+
+  local function fail()
+    error(NOT_JSON, 0)
+  end
+
+  local function skip_space()
+    pos = string.find(text, "[^ \t\r\n]", pos) or #text + 1
+  end
+
+  local function read_string()
+    local parts = {}
+    pos = pos + 1
+    while true do
+      local at = string.find(text, '["\\]', pos)
+      if at == nil then
+        fail()
+      end
+      parts[#parts + 1] = string.sub(text, pos, at - 1)
+      if string.sub(text, at, at) == '"' then
+        pos = at + 1
+        return table.concat(parts)
+      end
+      local escape = string.sub(text, at + 1, at + 1)
+      if escape == "u" then
+        local code = tonumber(string.sub(text, at + 2, at + 5), 16)
+        if code == nil then
+          fail()
+        end
+        -- Accepted keys are ASCII; any other character makes the key unknown.
+        parts[#parts + 1] = code < 128 and string.char(code) or "?"
+        pos = at + 6
+      elseif ESCAPES[escape] ~= nil then
+        parts[#parts + 1] = ESCAPES[escape]
+        pos = at + 2
+      else
+        fail()
+      end
+    end
+  end
+
+  local read_value
+
+  local function read_object(fields, path, depth)
+    pos = pos + 1
+    skip_space()
+    if string.sub(text, pos, pos) == "}" then
+      pos = pos + 1
+      return
+    end
+    while true do
+      skip_space()
+      if string.sub(text, pos, pos) ~= '"' then
+        fail()
+      end
+      local key = read_string()
+      skip_space()
+      if string.sub(text, pos, pos) ~= ":" then
+        fail()
+      end
+      pos = pos + 1
+      local child = true
+      if type(fields) == "table" then
+        child = fields[key]
+        if child == nil then
+          found[#found + 1] = path .. key
+          child = true
+        end
+      end
+      read_value(child, path .. key, depth + 1)
+      skip_space()
+      local next_char = string.sub(text, pos, pos)
+      pos = pos + 1
+      if next_char == "}" then
+        return
+      elseif next_char ~= "," then
+        fail()
+      end
+    end
+  end
+
+  local function read_array(fields, path, depth)
+    pos = pos + 1
+    skip_space()
+    if string.sub(text, pos, pos) == "]" then
+      pos = pos + 1
+      return
+    end
+    local index = 0
+    while true do
+      read_value(fields, path .. "[" .. index .. "]", depth + 1)
+      index = index + 1
+      skip_space()
+      local next_char = string.sub(text, pos, pos)
+      pos = pos + 1
+      if next_char == "]" then
+        return
+      elseif next_char ~= "," then
+        fail()
+      end
+    end
+  end
+
+  read_value = function(fields, path, depth)
+    if depth > MAX_DEPTH then
+      fields = true
+    end
+    skip_space()
+    local first = string.sub(text, pos, pos)
+    if first == "{" then
+      read_object(fields, path == "" and "" or path .. ".", depth)
+    elseif first == "[" then
+      read_array(fields, path, depth)
+    elseif first == '"' then
+      read_string()
+    else
+      local _, last = string.find(text, "^[%w%.%+%-]+", pos)
+      if last == nil then
+        fail()
+      end
+      pos = last + 1
+    end
+  end
+
+  -- Not JSON is the transcoder's to report; an error of ours (or LuaJIT running
+  -- out of stack) must not block requests either: both give nil.
+  local ok = pcall(function()
+    read_value(schema, "", 0)
+    skip_space()
+    if pos <= #text then
+      fail()
+    end
+  end)
+  if not ok then
+    return nil
+  end
+  return found
+end
+
+-- The message a REST request's body must be, or nil for a route without a body.
+local function body_message(method, path)
+  path = string.match(path, "^[^?]*")
+  for _, route in ipairs(body_routes) do
+    if route[1] == method and string.match(path, route[2]) then
+      return messages[route[3]]
+    end
+  end
+  return nil
+end
+
+local function refuse_unknown_keys(request_handle, keys)
+  local violations = {}
+  for i, key in ipairs(keys) do
+    violations[i] = '{"field":' .. json_string(key) .. ',"description":"unknown field"}'
+  end
+  local body = '{"code":3,"message":' .. json_string("unknown field: " .. table.concat(keys, ", "))
+    .. ',"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":['
+    .. table.concat(violations, ",") .. "]}]}"
+  -- Tells local_reply_config that this body is already the google.rpc.Status.
+  request_handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "status_body", true)
+  request_handle:respond({[":status"] = "400", ["content-type"] = "application/json"}, body)
+end
+
+-- x-envoy-upstream-rq-timeout-ms (saved by the early header mutation) as grpc-timeout.
+local function apply_deadline(headers)
+  local wanted = headers:get(SAVED_TIMEOUT)
+  headers:remove(SAVED_TIMEOUT)
+  -- An internal client's header survives sanitizing; one mechanism is enough.
+  headers:remove("x-envoy-upstream-rq-timeout-ms")
+  -- Only plain milliseconds, above zero; anything else is ignored.
+  if wanted == nil or string.match(wanted, "^%d+$") == nil then
+    return
+  end
+  local ms = math.min(tonumber(wanted), MAX_GRPC_TIMEOUT_MS)
+  if ms <= 0 then
+    return
+  end
+  -- A client that sent both gets the shorter.
+  local current = headers:get("grpc-timeout")
+  local current_ms = current and grpc_timeout_ms(current)
+  if current_ms == nil or ms < current_ms then
+    headers:replace("grpc-timeout", string.format("%dm", ms))
+  end
+end
+
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local message = body_message(headers:get(":method"), headers:get(":path") or "")
+  apply_deadline(headers)
+  if message == nil then
+    return
+  end
+  -- body() waits for the whole body (the buffer filter already holds it); the
+  -- headers object is not usable after it.
+  local body = request_handle:body()
+  if body ~= nil and body:length() > 0 then
+    local keys = unknown_keys(body:getBytes(0, body:length()), message)
+    if keys ~= nil and #keys > 0 then
+      refuse_unknown_keys(request_handle, keys)
+    end
+  end
+end
+
+function envoy_on_response(response_handle)
+  local headers = response_handle:headers()
+  -- The rate limiter's Retry-After is its whole window; when the bucket refills
+  -- sooner, say so.
+  local reset = tonumber(headers:get("x-ratelimit-reset") or "")
+  if headers:get(":status") == "429" and reset ~= nil and reset >= 1 then
+    headers:replace("retry-after", string.format("%d", reset))
+  end
+  local hint = headers:get(STATUS_HINT)
+  if hint == nil then
+    return
+  end
+  -- gRPC clients keep the hint: their HTTP status is always 200.
+  local content_type = headers:get("content-type") or ""
+  if string.sub(content_type, 1, 16) == "application/grpc" then
+    return
+  end
+  headers:remove(STATUS_HINT)
+  -- Only a success may be upgraded; an error keeps the transcoder's status.
+  if headers:get(":status") ~= "200" then
+    return
+  end
+  if hint == "201" then
+    headers:replace(":status", "201")
+  elseif hint == "204" then
+    headers:replace(":status", "204")
+    headers:remove("content-type")
+    -- The transcoder wrote `{}` for google.protobuf.Empty; a 204 has no body,
+    -- and no content-length either (setBytes writes one; the headers object
+    -- from before body() is no longer valid, hence a fresh one).
+    local body = response_handle:body()
+    if body ~= nil then
+      body:setBytes("")
+    end
+    response_handle:headers():remove("content-length")
+  end
+end

@@ -1,0 +1,91 @@
+"""envoy/render.py: what it writes, from which options, and that Envoy accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.envoy.conftest import ENVOY, RENDER, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def render(
+    out: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RENDER), "--out", str(out), *args],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def envoy_accepts(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(config), "-l", "error"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_the_default_ads_bootstrap_is_valid(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    rendered = render(out)
+    assert rendered.returncode == 0, rendered.stderr
+    checked = envoy_accepts(out)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = out.read_text()
+    assert "ads_config:" in text
+    assert "port_value: 8080" in text
+    assert "port_value: 15001" in text
+    assert "port_value: 9901" in text
+    assert "port_value: 18000" in text  # the control plane's default XDS_PORT
+
+
+def test_the_static_bootstrap_is_valid_and_has_no_ads(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    rendered = render(out, "--static", "predict-svc=127.0.0.1:50051,127.0.0.1:50052")
+    assert rendered.returncode == 0, rendered.stderr
+    assert envoy_accepts(out).returncode == 0
+    text = out.read_text()
+    assert "ads_config:" not in text
+    assert "name: predict-svc" in text
+    assert '"port_value": 50052' in text
+
+
+def test_the_transcoder_descriptor_is_written_beside_the_bootstrap(tmp_path: Path) -> None:
+    out = tmp_path / "edge.yaml"
+    assert render(out).returncode == 0
+    assert (tmp_path / "edge.pb").stat().st_size > (
+        ROOT / "generated" / "airline.pb"
+    ).stat().st_size
+    assert str(tmp_path / "edge.pb") in out.read_text()
+
+
+def test_settings_come_from_the_environment(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ENVOY_EDGE_ADDR": "0.0.0.0:18080",
+        "MESH_ADDR": "127.0.0.1:25001",
+        "XDS_ADDR": "10.0.0.5:19000",
+        "TOKEN_RATE_LIMIT": "7",
+        "CORS_ORIGINS": "https://a.example, https://b.example",
+    }
+    rendered = render(out, env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    text = out.read_text()
+    assert "address: 0.0.0.0, port_value: 18080" in text
+    assert "uri: http://127.0.0.1:18080/v1/auth/jwks" in text  # the edge fetches from itself
+    assert "port_value: 25001" in text
+    assert "address: 10.0.0.5, port_value: 19000" in text
+    assert "max_tokens: 7" in text
+    assert '"exact": "https://b.example"' in text
+
+
+def test_an_unknown_static_service_is_refused(tmp_path: Path) -> None:
+    rendered = render(tmp_path / "envoy.yaml", "--static", "cache-svc=127.0.0.1:1")
+    assert rendered.returncode == 2
+    assert "cache-svc" in rendered.stderr
+    assert not (tmp_path / "envoy.yaml").exists()
