@@ -5,7 +5,8 @@
 -- by the early header mutation in bootstrap.yaml), becomes grpc-timeout: the header
 -- the route's deadline honours (up to its cap) and the services read. (2) A JSON
 -- body with a key its message does not have is refused with 400 and a
--- google.rpc.BadRequest naming each one: the transcoder would drop it silently.
+-- google.rpc.BadRequest naming each one: the transcoder would drop it silently;
+-- a body that is not JSON is refused without quoting it back.
 -- Responses: a service says which HTTP status a success really is in its response
 -- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
 -- transcoder answers 200 for every success, so this turns the hint into the status.
@@ -54,9 +55,18 @@ local ESCAPES = {
   ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t",
 }
 
+-- A JSON literal: true, false, null or a number. Anything else is not JSON, and
+-- must not reach the transcoder, whose parse errors quote the body back.
+local function is_literal(token)
+  return token == "true" or token == "false" or token == "null"
+    or string.match(token, "^%-?%d+$") ~= nil
+    or string.match(token, "^%-?%d+%.%d+$") ~= nil
+    or string.match(token, "^%-?%d+[eE][%+%-]?%d+$") ~= nil
+    or string.match(token, "^%-?%d+%.%d+[eE][%+%-]?%d+$") ~= nil
+end
+
 -- The keys of `text` (a JSON document) that `schema` does not accept, with their
--- paths (`flight.bogus`, `items[2].x`); nil when `text` is not JSON, which is the
--- transcoder's to report. A schema is a table of key -> true (any value) or the
+-- paths (`flight.bogus`, `items[2].x`); nil and true when `text` is not JSON. A schema is a table of key -> true (any value) or the
 -- table of a nested message; true means any value at all.
 local function unknown_keys(text, schema)
   local pos = 1
@@ -177,16 +187,16 @@ local function unknown_keys(text, schema)
       read_string()
     else
       local _, last = string.find(text, "^[%w%.%+%-]+", pos)
-      if last == nil then
+      if last == nil or not is_literal(string.sub(text, pos, last)) then
         fail()
       end
       pos = last + 1
     end
   end
 
-  -- Not JSON is the transcoder's to report; an error of ours (or LuaJIT running
-  -- out of stack) must not block requests either: both give nil.
-  local ok = pcall(function()
+  -- An error of ours (or LuaJIT running out of stack) must not block requests:
+  -- that is nil and false, and the transcoder decides.
+  local ok, err = pcall(function()
     read_value(schema, "", 0)
     skip_space()
     if pos <= #text then
@@ -194,9 +204,9 @@ local function unknown_keys(text, schema)
     end
   end)
   if not ok then
-    return nil
+    return nil, err == NOT_JSON
   end
-  return found
+  return found, false
 end
 
 -- The message a REST request's body must be, or nil for a route without a body.
@@ -210,17 +220,26 @@ local function body_message(method, path)
   return nil
 end
 
+local function refuse(request_handle, body)
+  -- Tells local_reply_config that this body is already the google.rpc.Status.
+  request_handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "status_body", true)
+  request_handle:respond({[":status"] = "400", ["content-type"] = "application/json"}, body)
+end
+
 local function refuse_unknown_keys(request_handle, keys)
   local violations = {}
   for i, key in ipairs(keys) do
     violations[i] = '{"field":' .. json_string(key) .. ',"description":"unknown field"}'
   end
-  local body = '{"code":3,"message":' .. json_string("unknown field: " .. table.concat(keys, ", "))
+  refuse(request_handle, '{"code":3,"message":'
+    .. json_string("unknown field: " .. table.concat(keys, ", "))
     .. ',"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":['
-    .. table.concat(violations, ",") .. "]}]}"
-  -- Tells local_reply_config that this body is already the google.rpc.Status.
-  request_handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "status_body", true)
-  request_handle:respond({[":status"] = "400", ["content-type"] = "application/json"}, body)
+    .. table.concat(violations, ",") .. "]}]}")
+end
+
+-- The transcoder's own parse error quotes the body (a password, say); ours does not.
+local function refuse_not_json(request_handle)
+  refuse(request_handle, '{"code":3,"message":"the request body is not valid JSON"}')
 end
 
 -- x-envoy-upstream-rq-timeout-ms (saved by the early header mutation) as grpc-timeout.
@@ -256,8 +275,10 @@ function envoy_on_request(request_handle)
   -- headers object is not usable after it.
   local body = request_handle:body()
   if body ~= nil and body:length() > 0 then
-    local keys = unknown_keys(body:getBytes(0, body:length()), message)
-    if keys ~= nil and #keys > 0 then
+    local keys, not_json = unknown_keys(body:getBytes(0, body:length()), message)
+    if not_json then
+      refuse_not_json(request_handle)
+    elseif keys ~= nil and #keys > 0 then
       refuse_unknown_keys(request_handle, keys)
     end
   end

@@ -8,7 +8,7 @@ from google.protobuf import empty_pb2
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2, user_pb2_grpc
 from services.runtime import context
 from services.runtime.cpu import CpuLimiter
-from services.runtime.errors import required
+from services.runtime.errors import InvalidArgument, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
 from services.user_svc import domain
@@ -55,7 +55,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.UpdateUserRequest, _: grpc.ServicerContext
     ) -> user_pb2.User:
         caller = context.require().require_principal()
-        target = domain.resolve_user_id(caller, required("user.user_id", request.user.user_id))
+        target = _update_target(caller, request)
         paths = domain.check_update(caller, target, list(request.update_mask.paths))
         changes = domain.validate_update(
             paths,
@@ -111,3 +111,16 @@ def user_message(user: UserRecord) -> user_pb2.User:
         create_time=timestamp(user.create_time),
         update_time=timestamp(user.update_time),
     )
+
+
+def _update_target(caller: domain.Caller, request: user_pb2.UpdateUserRequest) -> str:
+    """The user an update names: `user_id` (the HTTP path), else `user.user_id`.
+
+    A body naming another user than the path is refused, never obeyed: the URL is
+    what proxies, audit logs and people read.
+    """
+    path_id, body_id = request.user_id, request.user.user_id
+    target = domain.resolve_user_id(caller, required("user_id", path_id or body_id))
+    if body_id and domain.resolve_user_id(caller, body_id) != target:
+        raise InvalidArgument([("user.user_id", "must match the user named by the path")])
+    return target

@@ -256,3 +256,30 @@ def test_no_response_carries_a_password_or_hash(stack: Stack) -> None:
     text = str(got)
     assert PASSWORD not in text
     assert "$2b$" not in text
+
+
+def test_update_by_path_id_changes_that_user(stack: Stack) -> None:
+    me = stack.sign_up()
+    request = user_pb2.UpdateUserRequest(
+        user_id=me.user.user_id,
+        user=user_pb2.User(display_name="By Path"),
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+    )
+    assert stack.users.UpdateUser(request, metadata=me.auth, timeout=10).display_name == "By Path"
+
+
+def test_update_whose_body_names_another_user_than_the_path_is_invalid(stack: Stack) -> None:
+    assert stack.admin is not None
+    target, other = stack.sign_up(), stack.sign_up()
+    request = user_pb2.UpdateUserRequest(
+        user_id=target.user.user_id,
+        user=user_pb2.User(user_id=other.user.user_id, display_name="Changed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+    )
+    assert _code(stack.users.UpdateUser, request, metadata=stack.admin.auth) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    unchanged = stack.users.GetUser(
+        user_pb2.GetUserRequest(user_id=other.user.user_id), metadata=stack.admin.auth, timeout=10
+    )
+    assert unchanged.display_name != "Changed"
