@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -117,11 +118,11 @@ def poll(check: Callable[[], bool], timeout: float, what: str, interval: float =
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+@contextmanager
+def running_mesh(var_dir: Path, **overrides: str) -> Iterator[Mesh]:
+    """A whole mesh on free ports, up with `python -m mesh up`, always brought down."""
     names = [f.name for f in fields(Ports)]
     ports = Ports(**dict(zip(names, _free_ports(len(names)), strict=True)))
-    var_dir = tmp_path_factory.mktemp("mesh")
     env = {
         **os.environ,
         **{f"{name.upper()}_PORT": str(getattr(ports, name)) for name in names},
@@ -131,12 +132,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "BOOKING_SEED_DAYS": "2",
         "TOKEN_RATE_LIMIT": "1000",
         "CHECK_INTERVAL_SECONDS": "1",
+        **overrides,
     }
     found = Mesh(ports, env, var_dir)
     try:
         started = found.mesh_command("up")
         assert started.returncode == 0, started.stdout + started.stderr
-        found.admin = found.sign_up()  # the first user of fresh databases: an admin
         yield found
     finally:
         stopped = found.mesh_command("down")
@@ -144,8 +145,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 @pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory.mktemp("mesh")) as found:
+        found.admin = found.sign_up()  # the first user of fresh databases: an admin
+        yield found
+
+
+@pytest.fixture(scope="module")
 def admin(mesh: Mesh) -> Account:
-    """The first user of the fresh databases: an admin."""
+    """The first (admin) user, signed in afresh per module: access tokens live 15 minutes."""
     assert mesh.admin is not None
     assert "admin" in mesh.admin.user["roles"]
-    return mesh.admin
+    with mesh.client() as http:
+        tokens = http.post(
+            "/v1/auth/token", json={"email": mesh.admin.user["email"], "password": PASSWORD}
+        )
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    return Account(mesh.admin.user, body["access_token"], body["refresh_token"])

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -268,3 +269,45 @@ def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> 
         extra.process.send_signal(signal.SIGTERM)
         assert extra.process.wait(timeout=60) == 0
     assert _check_status(mesh, "user-svc", "user-svc-by-hand") is None  # deregistered
+
+
+def _log_lines_with(mesh: Mesh, request_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON log line naming `request_id`, by log file."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for log in (mesh.var_dir / "log").glob("*-svc*.log"):
+        for raw in log.read_text().splitlines():
+            if request_id in raw:
+                entry = json.loads(raw)
+                if entry.get("request_id") == request_id:
+                    found.setdefault(log.stem, []).append(entry)
+    return found
+
+
+def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh: Mesh) -> None:
+    me = mesh.sign_up()
+    request_id = f"trace-{uuid.uuid4().hex}"
+    with mesh.client() as http:
+        flight = http.get("/v1/flights", params={"page_size": 1}).json()["flights"][0]
+        booked = http.post(
+            "/v1/bookings",
+            headers={**me.headers, "x-request-id": request_id},
+            json={
+                "flight_id": flight["flight_id"],
+                "seat_class": "ECONOMY",
+                "passenger_name": "Trace Me",
+                "request_id": uuid.uuid4().hex,
+            },
+        )
+    assert booked.status_code == 201, booked.text
+    assert booked.headers["x-request-id"] == request_id
+
+    def services_logged() -> set[str]:
+        return {name.split("-svc")[0] for name in _log_lines_with(mesh, request_id)}
+
+    poll(
+        lambda: {"booking", "user", "predict"} <= services_logged(),
+        10,
+        "log lines with the request id from booking-, user- and predict-svc",
+    )
+    for entries in _log_lines_with(mesh, request_id).values():
+        assert all(e["event"] for e in entries)
