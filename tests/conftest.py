@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +23,7 @@ from services.runtime import logs
 from services.runtime.config import ServerConfig
 from services.runtime.server import Builder, Server
 from services.user_svc import server as user_server
+from tests.support import free_ports
 
 
 @contextmanager
@@ -55,13 +55,6 @@ def channel_to(server: Server) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         yield channel
-
-
-def free_port() -> int:
-    """A port free right now, for the one service whose address others need first."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def address(server: Server) -> str:
@@ -138,7 +131,7 @@ SEED_DAYS = 2
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     db = tmp_path_factory.mktemp("databases")
-    auth_port = free_port()
+    (auth_port,) = free_ports(1)
     auth_addr = f"127.0.0.1:{auth_port}"
     with ExitStack() as running:
         user = running.enter_context(

@@ -12,11 +12,11 @@ from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.auth_svc.keys import KeyRing
 from services.auth_svc.servicer import AuthServicer
 from services.auth_svc.tokens import RefreshTokenStore
-from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, upstream_addr
 from services.runtime.db import make_engine, ping
-from services.runtime.server import ServiceDefinition
+from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import UserClient
 
 SERVICE_NAME = "auth-svc"
@@ -52,19 +52,13 @@ def build(
         keys, refresh_tokens, users, issuer=config.jwt_issuer, audience=config.jwt_audience
     )
 
-    def close() -> None:
-        users.channel.close()
-        engine.dispose()
-
     return ServiceDefinition(
         service_names=[SERVICE],
         add_to_server=lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s),
         checks={"database": lambda: ping(engine), "signing key": lambda: _has_key(keys)},
         # auth-svc verifies tokens with its own keys, read from its database.
-        verifier=TokenVerifier(
-            JwksCache(keys.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
-        ),
-        close=close,
+        verifier=verifier_for(config.jwt_issuer, config.jwt_audience, keys.jwks),
+        close=releasing(engine, users.channel),
     )
 
 

@@ -13,7 +13,7 @@ from airline.booking.v1 import booking_pb2, booking_pb2_grpc
 from services.booking_svc.seed import seed_flights
 from services.booking_svc.servicer import BookingServicer
 from services.booking_svc.store import BookingStore
-from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import (
     ServerConfig,
@@ -24,7 +24,7 @@ from services.runtime.config import (
 )
 from services.runtime.db import make_engine, service_secret
 from services.runtime.pagination import PageTokens
-from services.runtime.server import ServiceDefinition
+from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient, PredictClient, UserClient
 
 SERVICE_NAME = "booking-svc"
@@ -73,17 +73,10 @@ def build(
         store, PageTokens(service_secret(engine, "page_tokens")), users, predictions
     )
 
-    def close() -> None:
-        for client in (auth, users, predictions):
-            client.channel.close()
-        engine.dispose()
-
     return ServiceDefinition(
         service_names=[SERVICE],
         add_to_server=lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
         checks={"database": store.ping},
-        verifier=TokenVerifier(
-            JwksCache(auth.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
-        ),
-        close=close,
+        verifier=verifier_for(config.jwt_issuer, config.jwt_audience, auth.jwks),
+        close=releasing(engine, auth.channel, users.channel, predictions.channel),
     )

@@ -12,12 +12,12 @@ from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from services.predict_svc.servicer import PredictionServicer
 from services.predict_svc.store import ModelStore
 from services.predict_svc.training import load_or_train
-from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, env_int, upstream_addr
 from services.runtime.db import make_engine, ping, service_secret
 from services.runtime.pagination import PageTokens
-from services.runtime.server import ServiceDefinition
+from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient
 
 SERVICE_NAME = "predict-svc"
@@ -54,18 +54,12 @@ def build(
         {model.model_id: model}, PageTokens(service_secret(engine, "page_tokens"))
     )
 
-    def close() -> None:
-        auth.channel.close()
-        engine.dispose()
-
     return ServiceDefinition(
         service_names=[SERVICE],
         add_to_server=lambda s: predict_pb2_grpc.add_PredictionServiceServicer_to_server(
             servicer, s
         ),
         checks={"database": lambda: ping(engine)},
-        verifier=TokenVerifier(
-            JwksCache(auth.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
-        ),
-        close=close,
+        verifier=verifier_for(config.jwt_issuer, config.jwt_audience, auth.jwks),
+        close=releasing(engine, auth.channel),
     )

@@ -110,3 +110,8 @@ class TokenVerifier:
             roles=tuple(roles),
             token_id=str(claims["jti"]),
         )
+
+
+def verifier_for(issuer: str, audience: str, source: JwksSource) -> TokenVerifier:
+    """A verifier with a cached key set from `source`, for one issuer and audience."""
+    return TokenVerifier(JwksCache(source), issuer=issuer, audience=audience)

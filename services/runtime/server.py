@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
+from sqlalchemy import Engine
 
 from services.runtime import logs
 from services.runtime.authn import TokenVerifier
@@ -41,6 +42,17 @@ class ServiceDefinition:
     checks: Mapping[str, Check] = field(default_factory=dict)
     verifier: TokenVerifier | None = None
     close: Callable[[], None] = lambda: None
+
+
+def releasing(engine: Engine, *channels: grpc.Channel) -> Callable[[], None]:
+    """A `ServiceDefinition.close`: closes the channels, then the database pool."""
+
+    def close() -> None:
+        for channel in channels:
+            channel.close()
+        engine.dispose()
+
+    return close
 
 
 class Registrar(Protocol):

@@ -86,14 +86,6 @@ class PredictClient:
         return self._stub.Predict(request, metadata=tuple(metadata))
 
 
-def close_all(*clients: AuthClient | UserClient | PredictClient) -> None:
-    for client in clients:
-        client.channel.close()
-
-
-__all__ = ["AuthClient", "PredictClient", "UserClient", "close_all"]
-
-
 # Codes a dependency returns that mean "the dependency could not answer", as
 # opposed to an answer about the request.
 _DEPENDENCY_FAULTS = {

@@ -10,13 +10,13 @@ from grpc import Server as GrpcServer
 from prometheus_client import CollectorRegistry
 
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2, user_pb2_grpc
-from services.runtime.authn import JwksCache, TokenVerifier
+from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, env_int, upstream_addr
 from services.runtime.cpu import CpuLimiter
 from services.runtime.db import make_engine, ping, service_secret
 from services.runtime.pagination import PageTokens
-from services.runtime.server import ServiceDefinition
+from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient
 from services.user_svc.domain import DEFAULT_BCRYPT_COST, PasswordHasher
 from services.user_svc.servicer import UserInternalServicer, UserServicer
@@ -61,16 +61,10 @@ def build(
         user_pb2_grpc.add_UserServiceServicer_to_server(public, server)
         user_internal_pb2_grpc.add_UserInternalServiceServicer_to_server(internal, server)
 
-    def close() -> None:
-        auth.channel.close()
-        engine.dispose()
-
     return ServiceDefinition(
         service_names=[SERVICE, INTERNAL_SERVICE],
         add_to_server=add,
         checks={"database": lambda: ping(engine)},
-        verifier=TokenVerifier(
-            JwksCache(auth.jwks), issuer=config.jwt_issuer, audience=config.jwt_audience
-        ),
-        close=close,
+        verifier=verifier_for(config.jwt_issuer, config.jwt_audience, auth.jwks),
+        close=releasing(engine, auth.channel),
     )

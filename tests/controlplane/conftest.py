@@ -11,15 +11,13 @@ import os
 import random
 import shutil
 import signal
-import socket
 import string
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import httpx
@@ -28,53 +26,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controlplane.app import ControlPlane
 from controlplane.config import ControlPlaneConfig
+from tests.support import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_CONFIG = ROOT / "consul" / "agent.hcl"
 BOOTSTRAP_TEMPLATE = Path(__file__).with_name("envoy-bootstrap.yaml")
 ENVOY = Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
-T = TypeVar("T")
 _names = itertools.count(1)
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def unique_name(prefix: str) -> str:
     """A service name no other test in this session uses."""
     return f"{prefix}-{os.getpid()}-{next(_names)}"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free for both TCP and UDP right now (Consul's DNS and Serf use both)."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(tcp)
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

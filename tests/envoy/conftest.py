@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import httpx
@@ -31,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.user.v1 import user_pb2, user_pb2_grpc
 from tests.envoy.probe import Probe
+from tests.support import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = ROOT / "envoy" / "render.py"
@@ -40,31 +39,6 @@ ORIGIN = "http://app.example.com"
 # Low enough for a test to exhaust, per client address.
 TOKEN_LIMIT = 3
 PASSWORD = "correct horse battery"
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now (held together, so all distinct)."""
-    held = [socket.socket() for _ in range(count)]
-    try:
-        for sock in held:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in held]
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -7,12 +7,10 @@ stubs through the edge, and grpcurl against instances found through Consul.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,20 +20,10 @@ import httpx
 import pytest
 
 from mesh.config import Ports
+from tests.support import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -108,21 +96,11 @@ class Account:
         return {"authorization": f"Bearer {self.access_token}"}
 
 
-def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    """Waits until `check()` is true, failing with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 @contextmanager
 def running_mesh(var_dir: Path, **overrides: str) -> Iterator[Mesh]:
     """A whole mesh on free ports, up with `python -m mesh up`, always brought down."""
     names = [f.name for f in fields(Ports)]
-    ports = Ports(**dict(zip(names, _free_ports(len(names)), strict=True)))
+    ports = Ports(**dict(zip(names, free_ports(len(names)), strict=True)))
     env = {
         **os.environ,
         **{f"{name.upper()}_PORT": str(getattr(ports, name)) for name in names},

@@ -26,8 +26,9 @@ from airline.user.v1 import (
     user_pb2,
     user_pb2_grpc,
 )
-from tests.integration.conftest import Account, Mesh, poll
+from tests.integration.conftest import Account, Mesh
 from tests.process.conftest import GRPCURL, service_process
+from tests.support import wait_for
 
 SUPERVISORCTL = str(Path(GRPCURL).with_name("supervisorctl"))
 
@@ -217,20 +218,24 @@ def test_killing_an_instance_under_load_loses_no_request_once_envoy_knows(
     victim_pid = _supervised_pid(mesh, "user-svc:user-svc-0")
     victim = _instance_of_pid(mesh, victim_pid)
     with flowing(mesh, me) as load:
-        poll(lambda: len(load.results) > 20, 30, "requests to flow")
+        wait_for(lambda: len(load.results) > 20, "requests to flow", 30)
         os.kill(victim_pid, signal.SIGKILL)
-        poll(
+        wait_for(
             lambda: _check_status(mesh, "user-svc", victim["ID"]) == "critical",
-            30,
             "Consul's check of the killed instance to go critical",
+            30,
         )
         learned = time.monotonic() + 2.0  # one control-plane push after Consul knows
-        poll(lambda: time.monotonic() > learned + 3, 10, "requests after Envoy learned")
+        wait_for(
+            lambda: sum(1 for t, _ in load.results if t > learned) > 30,
+            "requests answered after Envoy learned",
+            30,
+        )
         # The restarted process registers as a new instance and gets traffic again.
-        poll(lambda: _new_instances(mesh, before), 60, "the restarted instance to register")
+        wait_for(lambda: _new_instances(mesh, before), "the restarted instance to register", 60)
         (fresh,) = _new_instances(mesh, before)
         port = fresh["Service"]["Meta"]["metrics_port"]
-        poll(lambda: _handled(port, "GetUser") > 0, 30, "traffic to the restarted instance")
+        wait_for(lambda: _handled(port, "GetUser") > 0, "traffic to the restarted instance", 30)
     assert load.failures_after(learned) == []
     assert sum(1 for _, s in load.results if s == 200) > 50
 
@@ -260,12 +265,14 @@ def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> 
         "CHECK_INTERVAL_SECONDS": "1",
     }
     with flowing(mesh, me), service_process("services.user_svc", env) as extra:
-        poll(
+        wait_for(
             lambda: _check_status(mesh, "user-svc", "user-svc-by-hand") == "passing",
-            20,
             "the new instance's check to pass",
+            20,
         )
-        poll(lambda: _handled(extra.metrics_port, "GetUser") > 0, 15, "traffic to the new instance")
+        wait_for(
+            lambda: _handled(extra.metrics_port, "GetUser") > 0, "traffic to the new instance", 15
+        )
         extra.process.send_signal(signal.SIGTERM)
         assert extra.process.wait(timeout=60) == 0
     assert _check_status(mesh, "user-svc", "user-svc-by-hand") is None  # deregistered
@@ -304,10 +311,10 @@ def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh
     def services_logged() -> set[str]:
         return {name.split("-svc")[0] for name in _log_lines_with(mesh, request_id)}
 
-    poll(
+    wait_for(
         lambda: {"booking", "user", "predict"} <= services_logged(),
-        10,
         "log lines with the request id from booking-, user- and predict-svc",
+        10,
     )
     for entries in _log_lines_with(mesh, request_id).values():
         assert all(e["event"] for e in entries)
