@@ -49,3 +49,6 @@ down: ## stop everything `make up` started
 
 status: ## show each process and each Consul health check
 	@$(PY) -m mesh status
+
+bench: gen ## measure speed and memory of the real paths (direct, mesh, edge gRPC, edge REST); prints a table
+	@$(PY) bench/run.py

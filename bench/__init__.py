@@ -1,0 +1,1 @@
+"""Benchmarks of the real request paths: `python bench/run.py` (see run.py)."""

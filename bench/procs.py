@@ -1,0 +1,42 @@
+"""Which local process listens on a port, and how much memory it holds (Linux /proc)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+_LISTEN = "0A"  # TCP state in /proc/net/tcp
+
+
+def pid_listening_on(port: int) -> int:
+    """The PID whose socket listens on loopback or any-address TCP `port`."""
+    inodes = {
+        fields[9]
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        for fields in (line.split() for line in Path(table).read_text().splitlines()[1:])
+        if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port
+    }
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if wanted & _open_files(pid):
+            return int(pid)
+    raise LookupError(f"no process listens on port {port}")
+
+
+def _open_files(pid: str) -> set[str]:
+    """What `pid`'s file descriptors point at; processes and fds may vanish meanwhile."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size (VmRSS) of `pid`, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no VmRSS for pid {pid}")
