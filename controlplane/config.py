@@ -42,6 +42,9 @@ class ControlPlaneConfig:
     exclude: frozenset[str] = frozenset({"consul"})
     required: frozenset[str] = frozenset()
     grace_seconds: float = 2.0
+    # After an outage a restarted agent re-syncs its services into a catalog that
+    # starts empty; the last view stands until then (real removals wait this long).
+    recovery_settle_seconds: float = 5.0
     log_level: str = "INFO"
     policy: ClusterPolicy = field(default=DEFAULT_POLICY)
 
@@ -64,4 +67,7 @@ class ControlPlaneConfig:
             exclude=_names(env_str(env, "CONTROLPLANE_EXCLUDE", "consul")),
             required=_names(env.get("CONTROLPLANE_SERVICES", "")),
             log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
+            recovery_settle_seconds=env_float(
+                env, "CONSUL_RECOVERY_SETTLE_SECONDS", cls.recovery_settle_seconds
+            ),
         )

@@ -157,6 +157,7 @@ class ConsulWatcher:
         self._catalog_seen = False
         self._published: dict[str, Instances] | None = None
         self._reachable = True
+        self._settle_until = 0.0
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -254,7 +255,7 @@ class ConsulWatcher:
 
     def _publish(self) -> None:
         """Calls on_change when the view changed. Caller holds the lock."""
-        if not self._catalog_seen:
+        if not self._catalog_seen or time.monotonic() < self._settle_until:
             return
         pending = [name for name, watch in self._watches.items() if watch.instances is None]
         if self._published is None and pending:
@@ -289,4 +290,25 @@ class ConsulWatcher:
         with self._lock:
             recovered, self._reachable = not self._reachable, True
         if recovered:
-            log.info("consul reachable again")
+            settle = self._config.recovery_settle_seconds
+            log.info("consul reachable again", extra={"settle_seconds": settle})
+            self._settle(settle)
+
+    def _settle(self, seconds: float) -> None:
+        """Holds the last view for `seconds`, then publishes whatever Consul says then.
+
+        A restarted agent answers before it has re-synced its services into the
+        catalog; publishing that half-empty view would leave Envoy no endpoints.
+        """
+        with self._lock:
+            self._settle_until = time.monotonic() + seconds
+
+        def publish_now() -> None:
+            self._stopped.wait(seconds)
+            with self._lock:
+                self._settle_until = 0.0
+                if not self._stopped.is_set():
+                    self._publish()
+
+        with self._lock:
+            self._spawn("settle", publish_now)

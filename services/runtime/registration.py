@@ -87,6 +87,11 @@ class ConsulRegistrar:
                 "Interval": f"{self.check_interval_seconds:g}s",
                 "Timeout": "1s",
                 "DeregisterCriticalServiceAfter": self.deregister_after,
+                # We register only once serving and SERVING, so that is the truth;
+                # Consul's default (critical until the first run) would mark every
+                # instance unhealthy for an interval each time the agent restarts
+                # and restores its registrations, and Envoy would route nowhere.
+                "Status": "passing",
             },
         }
 

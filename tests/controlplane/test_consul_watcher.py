@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,6 +111,29 @@ def test_consul_outage_keeps_the_last_view_and_catches_up_when_it_returns(
         both = sorted([(before.port, PASSING), (after.port, PASSING)])
         wait_for(lambda: sorted(statuses(watcher, "outage-svc")) == both, "the catch-up")
         assert any(r.getMessage() == "consul reachable again" for r in caplog.records)
+    finally:
+        watcher.stop(timeout=5.0)
+        agent.stop()
+
+
+def test_after_an_outage_the_last_view_stands_for_the_settle_period(
+    consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
+) -> None:
+    """A restarted agent may answer before its services are back in the catalog."""
+    agent = ConsulAgent(consul_binary, tmp_path / "consul")
+    agent.start()
+    watcher = start_watcher(agent.http_addr, recovery_settle_seconds=3.0)
+    try:
+        up = instances()
+        agent.register("settle-svc", "settle-1", up.port)
+        wait_for(lambda: statuses(watcher, "settle-svc") == [(up.port, PASSING)], "first view")
+        agent.stop()
+        agent.start()
+        # What a not-yet-resynced catalog looks like: the instance is gone.
+        agent.deregister("settle-1")
+        came_back = time.monotonic()
+        wait_for(lambda: not statuses(watcher, "settle-svc"), "the removal after settling", 15)
+        assert time.monotonic() - came_back >= 2.0, "the view changed before settling"
     finally:
         watcher.stop(timeout=5.0)
         agent.stop()

@@ -256,14 +256,7 @@ def _new_instances(mesh: Mesh, before: set[str]) -> list[dict[str, Any]]:
 
 def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> None:
     me = mesh.sign_up()
-    env = {
-        "CONSUL_HTTP_ADDR": f"127.0.0.1:{mesh.ports.consul_http}",
-        "MESH_ADDR": f"127.0.0.1:{mesh.ports.mesh}",
-        "DATABASE_URL": f"sqlite:///{mesh.var_dir / 'db' / 'user-svc.db'}",
-        "INSTANCE_ID": "user-svc-by-hand",
-        "BCRYPT_COST": "4",
-        "CHECK_INTERVAL_SECONDS": "1",
-    }
+    env = _user_svc_env(mesh, "user-svc-by-hand")
     with flowing(mesh, me), service_process("services.user_svc", env) as extra:
         wait_for(
             lambda: _check_status(mesh, "user-svc", "user-svc-by-hand") == "passing",
@@ -318,3 +311,61 @@ def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh
     )
     for entries in _log_lines_with(mesh, request_id).values():
         assert all(e["event"] for e in entries)
+
+
+def _supervise(mesh: Mesh, *args: str) -> None:
+    subprocess.run(
+        [SUPERVISORCTL, "-c", str(mesh.var_dir / "supervisord.conf"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def _user_svc_env(mesh: Mesh, instance_id: str) -> dict[str, str]:
+    return {
+        "CONSUL_HTTP_ADDR": f"127.0.0.1:{mesh.ports.consul_http}",
+        "MESH_ADDR": f"127.0.0.1:{mesh.ports.mesh}",
+        "DATABASE_URL": f"sqlite:///{mesh.var_dir / 'db' / 'user-svc.db'}",
+        "INSTANCE_ID": instance_id,
+        "BCRYPT_COST": "4",
+        "CHECK_INTERVAL_SECONDS": "1",
+    }
+
+
+@pytest.mark.parametrize("program", ["controlplane", "consul"])
+def test_envoy_keeps_serving_while_the_control_plane_or_consul_is_down(
+    mesh: Mesh, program: str
+) -> None:
+    me = mesh.sign_up()
+    _supervise(mesh, "stop", program)
+    try:
+        with mesh.client(headers=me.headers) as http:
+            answers = [http.get("/v1/users/me").status_code for _ in range(20)]
+        assert answers == [200] * 20
+        assert httpx.get(f"{mesh.edge}/healthz", timeout=5).status_code == 200
+    finally:
+        _supervise(mesh, "start", program)
+
+
+def test_control_plane_catches_up_on_what_changed_while_it_was_down(mesh: Mesh) -> None:
+    me = mesh.sign_up()
+    env = _user_svc_env(mesh, "user-svc-while-cp-down")
+    _supervise(mesh, "stop", "controlplane")
+    try:
+        with service_process("services.user_svc", env) as extra:
+            wait_for(
+                lambda: _check_status(mesh, "user-svc", "user-svc-while-cp-down") == "passing",
+                "the new instance's check to pass",
+                20,
+            )
+            _supervise(mesh, "start", "controlplane")
+            with flowing(mesh, me):
+                wait_for(
+                    lambda: _handled(extra.metrics_port, "GetUser") > 0,
+                    "traffic to the instance registered while the control plane was down",
+                    30,
+                )
+    finally:
+        _supervise(mesh, "start", "controlplane")
