@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import jwt
 import pytest
@@ -14,18 +12,6 @@ from sqlalchemy import Engine, select
 
 from services.auth_svc.keys import KeyRing, NoSigningKey, SigningKeyRow
 from services.runtime.db import make_engine
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'auth.db'}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    found = make_engine(db_url)
-    yield found
-    found.dispose()
 
 
 @pytest.fixture
