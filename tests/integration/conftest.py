@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from mesh.config import Ports
+from tests.integration.rest import PASSWORD, Catalogue, bearer, create_user, list_user_ids, sign_in
 from tests.support import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -141,3 +141,50 @@ def admin(mesh: Mesh) -> Account:
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     return Account(mesh.admin.user, body["access_token"], body["refresh_token"])
+
+
+# --- REST clients and accounts, shared by the test_rest_* modules --------------------------
+
+
+@pytest.fixture
+def http(mesh: Mesh) -> Iterator[httpx.Client]:
+    with mesh.client() as client:
+        yield client
+
+
+@pytest.fixture
+def flyer(mesh: Mesh) -> Account:
+    """A new user without the admin role, signed in."""
+    return mesh.sign_up()
+
+
+@pytest.fixture
+def user(mesh: Mesh) -> Account:
+    return mesh.sign_up()
+
+
+@pytest.fixture
+def other_user(mesh: Mesh) -> Account:
+    return mesh.sign_up()
+
+
+@pytest.fixture(scope="module")
+def admin_headers(mesh: Mesh, admin: Account) -> dict[str, str]:
+    """A fresh admin access token: the session's may be older than its 15 minutes."""
+    with mesh.client() as http:
+        return bearer(sign_in(http, admin.user["email"])["access_token"])
+
+
+@pytest.fixture(scope="module")
+def crowd(mesh: Mesh, admin_headers: dict[str, str]) -> int:
+    """At least 101 users exist, so that a page of 100 is not the last; their count."""
+    with mesh.client() as http:
+        count = len(list_user_ids(http, admin_headers))
+        for _ in range(101 - count):
+            assert create_user(http).status_code == 201
+        return max(count, 101)
+
+
+@pytest.fixture
+def catalogue(http: httpx.Client, admin: Account) -> Catalogue:
+    return Catalogue(http, admin)
