@@ -63,7 +63,7 @@ def build(
     store = BookingStore(engine)
     store.create_schema()
     if settings.seed_days:
-        store.seed_if_empty(seed_flights(datetime.now(UTC).date(), settings.seed_days))
+        store.seed_if_empty(lambda: seed_flights(datetime.now(UTC).date(), settings.seed_days))
     auth = AuthClient(settings.auth_addr, metrics)
     users = UserClient(settings.user_addr, metrics)
     predictions = PredictClient(

@@ -182,17 +182,19 @@ class BookingStore:
             self._lock_schema(conn)
             Base.metadata.create_all(conn)
 
-    def seed_if_empty(self, rows: Sequence[NewFlight]) -> int:
-        """Inserts `rows` when there are no flights yet; returns how many it inserted.
+    def seed_if_empty(self, make_rows: Callable[[], Sequence[NewFlight]]) -> int:
+        """Inserts `make_rows()` when there are no flights yet; returns how many it inserted.
 
         Check and insert share one transaction that concurrent seeders queue on (BEGIN
-        IMMEDIATE on SQLite, an advisory lock on PostgreSQL), so exactly one seeds.
+        IMMEDIATE on SQLite, an advisory lock on PostgreSQL), so exactly one seeds. The
+        rows are built only then: a restart of a seeded service reads no seed data.
         """
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             self._lock_schema(conn)
             if conn.execute(select(FLIGHTS.c.flight_id).limit(1)).first() is not None:
                 return 0
+            rows = make_rows()
             if rows:
                 conn.execute(insert(FLIGHTS), [_flight_values(row, now) for row in rows])
         return len(rows)

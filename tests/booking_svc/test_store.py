@@ -201,8 +201,8 @@ def book(store: BookingStore, flight_id: str, user: str = "u-1", request: str = 
 
 def test_seed_inserts_only_into_an_empty_catalogue(store: BookingStore) -> None:
     rows = [new_flight(i) for i in range(5)]
-    assert store.seed_if_empty(rows) == 5
-    assert store.seed_if_empty(rows) == 0
+    assert store.seed_if_empty(lambda: rows) == 5
+    assert store.seed_if_empty(lambda: rows) == 0
     assert len(store.list_flights(FlightFilters(), OrderBy(), None, 100)[0]) == 5
 
 
@@ -220,7 +220,7 @@ def test_instances_starting_together_seed_exactly_once(
 
     def start(i: int) -> int:
         stores[i].create_schema()
-        return stores[i].seed_if_empty(rows)
+        return stores[i].seed_if_empty(lambda: rows)
 
     assert sorted(race(4, start), key=str) == [0, 0, 0, 300]
     assert len(stores[0].list_flights(FlightFilters(), OrderBy(), None, 1000)[0]) == 300
@@ -229,7 +229,7 @@ def test_instances_starting_together_seed_exactly_once(
 def test_seeding_real_fortnight_is_fast(store: BookingStore) -> None:
     rows = seed_flights(date(2026, 6, 1), 14)
     began = time.perf_counter()
-    assert store.seed_if_empty(rows) == len(rows) > 10_000
+    assert store.seed_if_empty(lambda: rows) == len(rows) > 10_000
     assert time.perf_counter() - began < 10
 
 
@@ -313,7 +313,9 @@ def test_keyset_pages_neither_skip_nor_repeat_while_flights_are_added(
     """Few distinct prices and times make many ties, so the flight_id tie-break matters."""
     order_by = parse_order_by(order)
     key = sort_key(order_by)
-    store.seed_if_empty([new_flight(i % 6 * 30, price=10000 + i % 4 * 500) for i in range(90)])
+    store.seed_if_empty(
+        lambda: [new_flight(i % 6 * 30, price=10000 + i % 4 * 500) for i in range(90)]
+    )
     before = store.list_flights(FlightFilters(), order_by, None, 1000)[0]
     seen: list[FlightRecord] = []
     added_after_cursor: list[FlightRecord] = []
@@ -339,7 +341,7 @@ def test_keyset_pages_neither_skip_nor_repeat_while_flights_are_added(
 
 
 def test_pages_with_filters_end_with_no_cursor(store: BookingStore) -> None:
-    store.seed_if_empty([new_flight(i) for i in range(10)])
+    store.seed_if_empty(lambda: [new_flight(i) for i in range(10)])
     first, cursor = store.list_flights(FlightFilters(), OrderBy(), None, 5)
     assert cursor is not None
     second, cursor = store.list_flights(FlightFilters(), OrderBy(), cursor, 5)
