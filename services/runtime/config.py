@@ -60,6 +60,8 @@ class ServerConfig:
     max_concurrent_rpcs: int = 256
     cpu_slots: int = 2
     cpu_queue: int = 16
+    # The longest CPU-heavy work (bcrypt) may wait for a slot before it is refused.
+    cpu_max_wait_seconds: float = 0.5
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
     log_level: str = "INFO"
@@ -88,6 +90,7 @@ class ServerConfig:
             max_concurrent_rpcs=env_int(env, "GRPC_MAX_CONCURRENT_RPCS", 256, minimum=1),
             cpu_slots=env_int(env, "CPU_SLOTS", cpus, minimum=1),
             cpu_queue=env_int(env, "CPU_QUEUE", 16, minimum=0),
+            cpu_max_wait_seconds=env_float(env, "CPU_MAX_WAIT_SECONDS", 0.5),
             grace_seconds=env_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0),
             drain_seconds=env_float(env, "SHUTDOWN_DRAIN_SECONDS", default_drain),
             log_level=env_str(env, "LOG_LEVEL", "INFO").upper(),

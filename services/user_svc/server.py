@@ -52,7 +52,9 @@ def build(
     store.create_schema()
     hasher = PasswordHasher(settings.bcrypt_cost)
     _ = hasher.dummy_hash  # made now, so the first unknown-email login costs no extra
-    cpu = CpuLimiter(config.cpu_slots, config.cpu_queue)
+    cpu = CpuLimiter(
+        config.cpu_slots, config.cpu_queue, max_wait_seconds=config.cpu_max_wait_seconds
+    )
     public = UserServicer(store, hasher, cpu, PageTokens(service_secret(engine, "page_tokens")))
     internal = UserInternalServicer(store, hasher, cpu)
     auth = AuthClient(settings.auth_addr, metrics)
