@@ -7,6 +7,7 @@ outbound clients (deadline and request id propagation) and handlers.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -26,6 +27,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+
+AccountLookup = Callable[[str], bool | None]
+"""A user id's `active` flag from the owner of accounts; None when there is no such user."""
 
 
 @dataclass
@@ -68,6 +73,33 @@ class RequestContext:
         """Tells the edge this call succeeds with no body: HTTP 204."""
         self.response_headers.append(("x-http-status", "204"))
 
+    def retry_after(self, seconds: int) -> None:
+        """Tells the caller when to try again: `retry-after` (the edge's Retry-After)."""
+        self.response_headers = [h for h in self.response_headers if h[0] != "retry-after"]
+        self.response_headers.append(("retry-after", str(max(1, seconds))))
+
+    def require_live_principal(self, accounts: AccountLookup) -> Principal:
+        """The caller, if its account still exists and is active.
+
+        A token outlives a delete or a deactivation by up to its lifetime, so the
+        account's owner is asked on every protected call: a deleted user is
+        UNAUTHENTICATED (the token names nobody), a deactivated one PERMISSION_DENIED
+        (USER_INACTIVE), from the very next request on.
+        """
+        principal = self.require_principal()
+        active = accounts(principal.user_id)
+        if active is None:
+            raise Unauthenticated("the account of this access token no longer exists")
+        if not active:
+            raise PermissionDenied("this account is deactivated", reason="USER_INACTIVE")
+        return principal
+
+    def require_live_admin(self, accounts: AccountLookup) -> Principal:
+        principal = self.require_live_principal(accounts)
+        if not principal.is_admin:
+            raise PermissionDenied("the admin role is required")
+        return principal
+
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "request_context", default=None
@@ -84,6 +116,13 @@ def require() -> RequestContext:
     if ctx is None:
         raise RuntimeError("no request is being served on this thread")
     return ctx
+
+
+def advise_retry_after(seconds: int) -> None:
+    """Sets `retry-after` on the call being served, if any (a refusal's hint)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.retry_after(seconds)
 
 
 def activate(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
