@@ -17,8 +17,9 @@ from py_grpc_prometheus.prometheus_client_interceptor import PromClientIntercept
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
+from services.runtime import context
 from services.runtime.clients import dial
-from services.runtime.errors import DeadlineExceeded, DomainError, Unavailable
+from services.runtime.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
 
 _AUTH = "airline.auth.v1.AuthService"
 _USER_INTERNAL = "airline.user.v1.UserInternalService"
@@ -61,6 +62,19 @@ class UserClient:
         request = user_internal_pb2.LookupUserRequest(user_id=user_id)
         return self._stub.LookupUser(request).user
 
+    def active(self, user_id: str) -> bool | None:
+        """The user's `active` flag, None if there is no such user (a `context.AccountLookup`).
+
+        Asked on every protected call, with the served call's remaining deadline; a
+        user-svc that cannot answer fails the call rather than letting it through.
+        """
+        try:
+            return self.lookup(user_id).active
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise dependency_failed(err, "user-svc") from None
+
 
 class PredictClient:
     """predict-svc: delay risk for flights."""
@@ -90,7 +104,6 @@ class PredictClient:
 # opposed to an answer about the request.
 _DEPENDENCY_FAULTS = {
     grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.UNIMPLEMENTED,
@@ -103,10 +116,20 @@ def dependency_failed(err: grpc.RpcError, dependency: str) -> DomainError:
     """The error to answer with when a call to `dependency` failed with `err`.
 
     Faults of the dependency become UNAVAILABLE (retryable by the client); a passed
-    deadline stays DEADLINE_EXCEEDED; any other answer is the caller's to act on
-    and keeps its code and message.
+    deadline stays DEADLINE_EXCEEDED; a dependency shedding load stays
+    RESOURCE_EXHAUSTED with its `retry-after`, so the caller backs off instead of
+    every proxy on the way retrying into the overload; any other answer is the
+    caller's to act on and keeps its code and message.
     """
     code = err.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        seconds = _retry_after(err)
+        context.advise_retry_after(seconds)
+        return ResourceExhausted(
+            f"{dependency} is busy; retry later",
+            reason="DEPENDENCY_BUSY",
+            metadata={"retry_after_seconds": str(seconds)},
+        )
     if code in _DEPENDENCY_FAULTS:
         return Unavailable(f"{dependency} is unavailable; retry later")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -115,3 +138,12 @@ def dependency_failed(err: grpc.RpcError, dependency: str) -> DomainError:
     error.code = code
     error.reason = code.name
     return error
+
+
+def _retry_after(err: grpc.RpcError) -> int:
+    """The whole seconds a refusing dependency asked for (its `retry-after`), at least 1."""
+    metadata = [*(err.initial_metadata() or ()), *(err.trailing_metadata() or ())]  # type: ignore[attr-defined]
+    for key, value in metadata:
+        if key == "retry-after" and isinstance(value, str) and value.isdigit():
+            return max(1, int(value))
+    return 1
