@@ -160,7 +160,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 partial(
                     predict_server.build,
                     settings=predict_server.PredictConfig(
-                        f"sqlite:///{db}/predict.db", auth_addr, train_rows=TRAIN_ROWS
+                        f"sqlite:///{db}/predict.db",
+                        auth_addr,
+                        address(user),
+                        train_rows=TRAIN_ROWS,
                     ),
                 ),
             )

@@ -9,7 +9,6 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
-from airline.user.v1 import user_pb2
 from services.booking_svc import domain
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
@@ -17,7 +16,7 @@ from services.runtime.context import Principal
 from services.runtime.errors import PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
-from services.runtime.upstreams import PredictClient, UserClient, dependency_failed
+from services.runtime.upstreams import PredictClient, UserClient
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         self, request: booking_pb2.CreateFlightRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Flight:
         ctx = context.require()
-        ctx.require_admin()
+        ctx.require_live_admin(self._users.active)
         given = request.flight
         new = domain.validate_new_flight(
             number=given.number,
@@ -88,11 +87,10 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         self, request: booking_pb2.CreateBookingRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Booking:
         ctx = context.require()
-        caller = ctx.require_principal()
+        caller = ctx.require_live_principal(self._users.active)
         new = domain.validate_new_booking(
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
-        self._require_active(caller)
         flight = self._store.get_flight(new.flight_id)
         booking, _created = self._store.create_booking(
             user_id=caller.user_id,
@@ -110,7 +108,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     def ListBookings(
         self, request: booking_pb2.ListBookingsRequest, _: grpc.ServicerContext
     ) -> booking_pb2.ListBookingsResponse:
-        caller = context.require().require_principal()
+        caller = context.require().require_live_principal(self._users.active)
         if caller.is_admin:
             user_id = request.user_id or None
         elif request.user_id in ("", caller.user_id):
@@ -130,7 +128,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     def GetBooking(
         self, request: booking_pb2.GetBookingRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Booking:
-        caller = context.require().require_principal()
+        caller = context.require().require_live_principal(self._users.active)
         booking = self._store.get_booking(
             required("booking_id", request.booking_id), owner=_owner_filter(caller)
         )
@@ -139,23 +137,11 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     def CancelBooking(
         self, request: booking_pb2.CancelBookingRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Booking:
-        caller = context.require().require_principal()
+        caller = context.require().require_live_principal(self._users.active)
         booking = self._store.cancel_booking(
             required("booking_id", request.booking_id), owner=_owner_filter(caller)
         )
         return booking_message(booking)
-
-    def _require_active(self, caller: Principal) -> None:
-        """The token may outlive a deactivation: ask user-svc, the owner of the flag."""
-        try:
-            user = self._users.lookup(caller.user_id)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                user = user_pb2.User(active=False)
-            else:
-                raise dependency_failed(err, "user-svc") from None
-        if not user.active:
-            raise PermissionDenied("this account is deactivated", reason="USER_INACTIVE")
 
     def _delay_risk(self, flight: FlightRecord) -> float | None:
         """The flight's delay probability, or None when predict-svc cannot answer in time.

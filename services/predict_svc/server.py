@@ -18,7 +18,7 @@ from services.runtime.config import ServerConfig, database_url, env_int, upstrea
 from services.runtime.db import make_engine, ping, service_secret
 from services.runtime.pagination import PageTokens
 from services.runtime.server import ServiceDefinition, releasing
-from services.runtime.upstreams import AuthClient
+from services.runtime.upstreams import AuthClient, UserClient
 
 SERVICE_NAME = "predict-svc"
 SERVICE = predict_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
@@ -28,6 +28,8 @@ SERVICE = predict_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
 class PredictConfig:
     database_url: str
     auth_addr: str
+    # user-svc: whether the caller's account still exists and is active.
+    user_addr: str
     # Flights to train on when no artifact is stored; 0 means all of them.
     train_rows: int = 0
 
@@ -37,6 +39,7 @@ class PredictConfig:
         return cls(
             database_url=database_url(env, SERVICE_NAME),
             auth_addr=upstream_addr(env, "AUTH_SVC_ADDR"),
+            user_addr=upstream_addr(env, "USER_SVC_ADDR"),
             train_rows=env_int(env, "PREDICT_TRAIN_ROWS", 0),
         )
 
@@ -50,8 +53,9 @@ def build(
     store.create_schema()
     model = load_or_train(store, settings.train_rows or None)
     auth = AuthClient(settings.auth_addr, metrics)
+    users = UserClient(settings.user_addr, metrics)
     servicer = PredictionServicer(
-        {model.model_id: model}, PageTokens(service_secret(engine, "page_tokens"))
+        {model.model_id: model}, PageTokens(service_secret(engine, "page_tokens")), users.active
     )
 
     return ServiceDefinition(
@@ -61,5 +65,5 @@ def build(
         ),
         checks={"database": lambda: ping(engine)},
         verifier=verifier_for(config.jwt_issuer, config.jwt_audience, auth.jwks),
-        close=releasing(engine, auth.channel),
+        close=releasing(engine, auth.channel, users.channel),
     )

@@ -16,9 +16,15 @@ from services.runtime.pagination import PageTokens, page_size
 
 
 class PredictionServicer(predict_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, models: Mapping[str, TrainedModel], tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, TrainedModel],
+        tokens: PageTokens,
+        accounts: context.AccountLookup,
+    ) -> None:
         self._models = dict(models)
         self._tokens = tokens
+        self._accounts = accounts
 
     def ListModels(
         self, request: predict_pb2.ListModelsRequest, _: grpc.ServicerContext
@@ -41,7 +47,7 @@ class PredictionServicer(predict_pb2_grpc.PredictionServiceServicer):
     def Predict(
         self, request: predict_pb2.PredictRequest, _: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        context.require().require_principal()
+        context.require().require_live_principal(self._accounts)
         model = self._model(request.model_id)
         raw = [json_format.MessageToDict(instance) for instance in request.instances]
         rows, violations = validate_instances(raw)

@@ -34,7 +34,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         return user_message(user)
 
     def GetUser(self, request: user_pb2.GetUserRequest, _: grpc.ServicerContext) -> user_pb2.User:
-        caller = context.require().require_principal()
+        caller = context.require().require_live_principal(self._store.active)
         target = domain.resolve_user_id(caller, required("user_id", request.user_id))
         domain.check_access(caller, target)
         return user_message(self._store.get(target))
@@ -42,7 +42,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def ListUsers(
         self, request: user_pb2.ListUsersRequest, _: grpc.ServicerContext
     ) -> user_pb2.ListUsersResponse:
-        context.require().require_admin()
+        context.require().require_live_admin(self._store.active)
         size = page_size(request.page_size)
         fields = self._tokens.decode(request.page_token, {})
         page = self._store.list(Cursor.from_dict(fields) if fields else None, size)
@@ -54,7 +54,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     def UpdateUser(
         self, request: user_pb2.UpdateUserRequest, _: grpc.ServicerContext
     ) -> user_pb2.User:
-        caller = context.require().require_principal()
+        caller = context.require().require_live_principal(self._store.active)
         target = _update_target(caller, request)
         paths = domain.check_update(caller, target, list(request.update_mask.paths))
         changes = domain.validate_update(
@@ -69,7 +69,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.DeleteUserRequest, _: grpc.ServicerContext
     ) -> empty_pb2.Empty:
         ctx = context.require()
-        caller = ctx.require_principal()
+        caller = ctx.require_live_principal(self._store.active)
         target = domain.resolve_user_id(caller, required("user_id", request.user_id))
         domain.check_access(caller, target)
         self._store.delete(target)

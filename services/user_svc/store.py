@@ -171,6 +171,13 @@ class UserStore:
             raise UserNotFound()
         return _record(row._mapping)
 
+    def active(self, user_id: str) -> bool | None:
+        """The user's `active` flag, None if there is no such user (a `context.AccountLookup`)."""
+        query = select(UserRow.active).where(UserRow.user_id == user_id)
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else bool(found)
+
     def get_by_email(self, email: str) -> tuple[UserRecord, str] | None:
         """The user with `email` (in any case) and their password hash, or None."""
         query = select(UserRow).where(UserRow.email == normalise_email(email))

@@ -1,0 +1,53 @@
+"""booking-svc refuses the still-valid tokens of deleted and deactivated accounts at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from grpc import StatusCode
+
+from airline.booking.v1 import booking_pb2
+from tests.conftest import Account, Stack
+from tests.live_accounts import deactivate, delete, refusal
+
+Call = Callable[[Stack, Account], object]
+
+CALLS: dict[str, Call] = {
+    "list": lambda s, a: s.bookings.ListBookings(
+        booking_pb2.ListBookingsRequest(), metadata=a.auth, timeout=10
+    ),
+    "get": lambda s, a: s.bookings.GetBooking(
+        booking_pb2.GetBookingRequest(booking_id="any"), metadata=a.auth, timeout=10
+    ),
+    "cancel": lambda s, a: s.bookings.CancelBooking(
+        booking_pb2.CancelBookingRequest(booking_id="any"), metadata=a.auth, timeout=10
+    ),
+    "create": lambda s, a: s.bookings.CreateBooking(
+        booking_pb2.CreateBookingRequest(
+            flight_id="any", seat_class=1, passenger_name="Ada", request_id="r1"
+        ),
+        metadata=a.auth,
+        timeout=10,
+    ),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+def test_a_deleted_users_token_is_unauthenticated_on_the_next_call(
+    stack: Stack, call: Call
+) -> None:
+    me = stack.sign_up()
+    delete(stack, me)
+
+    assert refusal(lambda: call(stack, me)) == StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+def test_a_deactivated_users_token_is_permission_denied_on_the_next_call(
+    stack: Stack, call: Call
+) -> None:
+    me = stack.sign_up()
+    deactivate(stack, me)
+
+    assert refusal(lambda: call(stack, me)) == StatusCode.PERMISSION_DENIED
