@@ -217,8 +217,9 @@ def test_delete_removes_the_user_and_says_no_content(stack: Stack) -> None:
         user_pb2.DeleteUserRequest(user_id="me"), metadata=me.auth, timeout=10
     )
     assert dict(call.initial_metadata())["x-http-status"] == "204"
+    # The deleted user's token names nobody now: refused, not answered NOT_FOUND.
     assert _code(stack.users.GetUser, user_pb2.GetUserRequest(user_id="me"), metadata=me.auth) == (
-        grpc.StatusCode.NOT_FOUND
+        grpc.StatusCode.UNAUTHENTICATED
     )
 
 
