@@ -31,6 +31,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105 (a type URL)
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 # Consul's aggregated check status; only `passing` receives traffic. A `warning` is
@@ -235,15 +236,20 @@ class Snapshot:
         return [available[name] for name in sorted(wanted) if name in available]
 
 
-def make_snapshot(view: View, policy: ClusterPolicy = DEFAULT_POLICY) -> Snapshot:
-    """The clusters (CDS) and endpoints (EDS) for a Consul view, versioned by content."""
+def make_snapshot(
+    view: View, policy: ClusterPolicy = DEFAULT_POLICY, secrets: Iterable[Any] | None = None
+) -> Snapshot:
+    """The clusters (CDS) and endpoints (EDS) for a Consul view, versioned by content,
+    and, when given, Envoy's own secrets (SDS: `controlplane.sds`)."""
     names = sorted(view)
     resources: dict[str, dict[str, Any]] = {
         CLUSTER_TYPE: {name: make_cluster(name, policy) for name in names},
         ENDPOINT_TYPE: {name: make_endpoints(name, view[name]) for name in names},
     }
+    if secrets is not None:
+        resources[SECRET_TYPE] = {secret.name: secret for secret in secrets}
     versions = {
-        type_url: content_version(by_name[name] for name in names)
+        type_url: content_version(by_name[name] for name in sorted(by_name))
         for type_url, by_name in resources.items()
     }
     return Snapshot(resources=resources, versions=versions)

