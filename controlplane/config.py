@@ -11,6 +11,7 @@
 | `ENVOY_IDENTITY` | `edge` | the workload name in Envoy's certificate (SDS) |
 | `ENVOY_IDENTITY_IPS` | `127.0.0.1` | IP SANs: the addresses services dial Envoy at |
 | `ENVOY_IDENTITY_DNS` | `localhost` | DNS SANs, likewise |
+| `UPSTREAM_MTLS` | `0` | `1`: clusters speak mTLS to instances, checking their SPIFFE id |
 | `WORKLOAD_CERT_HOURS` | `24` | life of the certificates it issues; renewed at two thirds |
 | `LOG_LEVEL` | `INFO` | |
 """
@@ -90,7 +91,15 @@ class ControlPlaneConfig:
             envoy_ips=_list(env_str(env, "ENVOY_IDENTITY_IPS", ",".join(cls.envoy_ips))),
             envoy_dns=_list(env_str(env, "ENVOY_IDENTITY_DNS", ",".join(cls.envoy_dns))),
             cert_lifetime_seconds=_lifetime_hours(env) * 3600.0,
+            policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "true", "false"):
+        raise ConfigError(f"{name} must be 0 or 1")
+    return raw in ("1", "true")
 
 
 def _lifetime_hours(env: Mapping[str, str]) -> float:

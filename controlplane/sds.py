@@ -20,12 +20,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane.ca import DEFAULT_WORKLOAD_LIFETIME, IssuedCertificate, MeshCA
-from controlplane.resources import SECRET_TYPE
+from controlplane.resources import CA_SECRET, IDENTITY_SECRET, SECRET_TYPE
 
-__all__ = ["SECRET_TYPE", "EnvoyIdentity", "make_secrets"]
-# Names of secrets, not secrets.
-IDENTITY_SECRET = "mesh-identity"  # noqa: S105
-CA_SECRET = "mesh-ca"  # noqa: S105
+__all__ = ["CA_SECRET", "IDENTITY_SECRET", "SECRET_TYPE", "EnvoyIdentity", "make_secrets"]
 
 
 def make_certificate_secret(

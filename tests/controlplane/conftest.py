@@ -112,16 +112,21 @@ class ConsulAgent:
             return False
         return answer.status_code == 200 and answer.json() != ""
 
-    def register(self, name: str, instance_id: str, port: int) -> None:
-        """Registers an instance with Consul's native gRPC health check, every second."""
-        body = {
+    def register(self, name: str, instance_id: str, port: int, *, checked: bool = True) -> None:
+        """Registers an instance with Consul's native gRPC health check, every second.
+
+        `checked=False` registers it with no check (passing), for instances that speak
+        mutual TLS, which the agent's plaintext gRPC check cannot.
+        """
+        body: dict[str, Any] = {
             "ID": instance_id,
             "Name": name,
             "Address": "127.0.0.1",
             "Port": port,
             "Tags": ["grpc"],
-            "Check": {"GRPC": f"127.0.0.1:{port}", "Interval": "1s", "Timeout": "1s"},
         }
+        if checked:
+            body["Check"] = {"GRPC": f"127.0.0.1:{port}", "Interval": "1s", "Timeout": "1s"}
         self._put("/v1/agent/service/register", body)
 
     def deregister(self, instance_id: str) -> None:

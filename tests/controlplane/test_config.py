@@ -64,3 +64,10 @@ def test_no_pki_dir_means_no_ca() -> None:
 def test_certificate_lifetime_out_of_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="WORKLOAD_CERT_HOURS"):
         ControlPlaneConfig.from_env({"WORKLOAD_CERT_HOURS": "0"})
+
+
+def test_upstream_mtls_is_off_unless_asked_for() -> None:
+    assert not ControlPlaneConfig.from_env({}).policy.upstream_tls
+    assert ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "1"}).policy.upstream_tls
+    with pytest.raises(ConfigError, match="UPSTREAM_MTLS"):
+        ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "yes please"})
