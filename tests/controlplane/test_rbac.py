@@ -11,10 +11,9 @@ from google.protobuf import any_pb2, json_format
 
 from controlplane.rbac import RBAC_FILTER, rbac_filter
 from services.runtime.authz import load_policy
-from tests.controlplane.conftest import ENVOY
-from tests.trust.test_authz import POLICY_FILE
+from tests.controlplane.conftest import ENVOY, ROOT
 
-POLICY = load_policy(POLICY_FILE)
+POLICY = load_policy(ROOT / "mesh" / "policy.toml")
 HCM = "envoy.filters.network.http_connection_manager"
 
 
