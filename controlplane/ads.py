@@ -1,7 +1,7 @@
 """Envoy's Aggregated Discovery Service (state of the world, v3) over one gRPC stream.
 
 `StreamState` decides, without any I/O, what to send for each request and each new
-snapshot: the resources of the requested type (EDS: only the clusters asked for), a
+snapshot: the resources of the requested type (EDS and SDS: only the names asked for), a
 response when the version or the requested names changed, nothing for an ACK or a
 NACK of what is already sent. `AdsServicer` runs it per stream: a reader thread
 queues Envoy's requests, the store queues "changed", and the stream answers both.
@@ -24,12 +24,12 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from controlplane.resources import CLUSTER_TYPE, ENDPOINT_TYPE, Snapshot
+from controlplane.resources import CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, Snapshot
 from controlplane.store import CHANGED, SnapshotStore
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE)
+SUPPORTED_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE)
 CONTROL_PLANE_ID = "airline-controlplane"
 _CLOSED = object()
 _stream_ids = itertools.count(1)

@@ -7,6 +7,12 @@
 | `CONSUL_WAIT_SECONDS` | `30` | how long one blocking query may wait for a change |
 | `CONTROLPLANE_EXCLUDE` | `consul` | services in the catalog never turned into clusters |
 | `CONTROLPLANE_SERVICES` | (none) | services that always get a cluster, even with no instance |
+| `MESH_PKI_DIR` | (none) | CA in `<dir>/ca`, operator files in `<dir>`, SDS on; unset: none |
+| `ENVOY_IDENTITY` | `edge` | the workload name in Envoy's certificate (SDS) |
+| `ENVOY_IDENTITY_IPS` | `127.0.0.1` | IP SANs: the addresses services dial Envoy at |
+| `ENVOY_IDENTITY_DNS` | `localhost` | DNS SANs, likewise |
+| `UPSTREAM_MTLS` | `0` | `1`: clusters speak mTLS to instances, checking their SPIFFE id |
+| `WORKLOAD_CERT_HOURS` | `24` | life of the certificates it issues; renewed at two thirds |
 | `LOG_LEVEL` | `INFO` | |
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from controlplane.resources import DEFAULT_POLICY, ClusterPolicy
 from services.runtime.config import ConfigError, env_float, env_int, env_str
@@ -24,6 +31,10 @@ __all__ = ["ConfigError", "ControlPlaneConfig"]
 
 def _names(raw: str) -> frozenset[str]:
     return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(sorted(_names(raw)))
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,11 @@ class ControlPlaneConfig:
     recovery_settle_seconds: float = 5.0
     log_level: str = "INFO"
     policy: ClusterPolicy = field(default=DEFAULT_POLICY)
+    pki_dir: Path | None = None
+    envoy_identity: str = "edge"
+    envoy_ips: tuple[str, ...] = ("127.0.0.1",)
+    envoy_dns: tuple[str, ...] = ("localhost",)
+    cert_lifetime_seconds: float = 24 * 3600.0
 
     @property
     def read_timeout_seconds(self) -> float:
@@ -70,4 +86,24 @@ class ControlPlaneConfig:
             recovery_settle_seconds=env_float(
                 env, "CONSUL_RECOVERY_SETTLE_SECONDS", cls.recovery_settle_seconds
             ),
+            pki_dir=Path(pki) if (pki := env.get("MESH_PKI_DIR", "").strip()) else None,
+            envoy_identity=env_str(env, "ENVOY_IDENTITY", cls.envoy_identity),
+            envoy_ips=_list(env_str(env, "ENVOY_IDENTITY_IPS", ",".join(cls.envoy_ips))),
+            envoy_dns=_list(env_str(env, "ENVOY_IDENTITY_DNS", ",".join(cls.envoy_dns))),
+            cert_lifetime_seconds=_lifetime_hours(env) * 3600.0,
+            policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "true", "false"):
+        raise ConfigError(f"{name} must be 0 or 1")
+    return raw in ("1", "true")
+
+
+def _lifetime_hours(env: Mapping[str, str]) -> float:
+    hours = env_float(env, "WORKLOAD_CERT_HOURS", 24.0)
+    if not 0.1 <= hours <= 24 * 90:
+        raise ConfigError(f"WORKLOAD_CERT_HOURS={hours} is not between 0.1 and 2160")
+    return hours

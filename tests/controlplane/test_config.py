@@ -1,5 +1,7 @@
 """The control plane's configuration from the environment."""
 
+from pathlib import Path
+
 import pytest
 
 from controlplane.config import ConfigError, ControlPlaneConfig
@@ -39,3 +41,33 @@ def test_read_timeout_outlasts_the_longest_blocking_query() -> None:
 def test_unusable_wait_is_refused(wait: str) -> None:
     with pytest.raises(ConfigError):
         ControlPlaneConfig.from_env({"CONSUL_WAIT_SECONDS": wait})
+
+
+def test_pki_and_envoy_identity_are_read_from_the_environment() -> None:
+    config = ControlPlaneConfig.from_env(
+        {
+            "MESH_PKI_DIR": "/srv/mesh/pki",
+            "ENVOY_IDENTITY_IPS": "10.0.0.2, 127.0.0.1",
+            "WORKLOAD_CERT_HOURS": "2",
+        }
+    )
+    assert config.pki_dir == Path("/srv/mesh/pki")
+    assert config.envoy_ips == ("10.0.0.2", "127.0.0.1")
+    assert config.envoy_dns == ("localhost",)
+    assert config.cert_lifetime_seconds == 7200.0
+
+
+def test_no_pki_dir_means_no_ca() -> None:
+    assert ControlPlaneConfig.from_env({}).pki_dir is None
+
+
+def test_certificate_lifetime_out_of_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match="WORKLOAD_CERT_HOURS"):
+        ControlPlaneConfig.from_env({"WORKLOAD_CERT_HOURS": "0"})
+
+
+def test_upstream_mtls_is_off_unless_asked_for() -> None:
+    assert not ControlPlaneConfig.from_env({}).policy.upstream_tls
+    assert ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "1"}).policy.upstream_tls
+    with pytest.raises(ConfigError, match="UPSTREAM_MTLS"):
+        ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "yes please"})

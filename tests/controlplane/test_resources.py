@@ -2,6 +2,7 @@
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controlplane.resources import (
@@ -117,3 +118,19 @@ def test_service_without_instances_still_has_a_cluster() -> None:
     snapshot = make_snapshot({"predict-svc": ()})
     assert [c.name for c in snapshot.select(CLUSTER_TYPE)] == ["predict-svc"]
     assert not snapshot.select(ENDPOINT_TYPE)[0].endpoints[0].lb_endpoints
+
+
+def test_cluster_with_upstream_tls_demands_the_services_spiffe_id() -> None:
+    cluster = make_cluster("user-svc", ClusterPolicy(upstream_tls=True))
+    context = tls_pb2.UpstreamTlsContext()
+    assert cluster.transport_socket.typed_config.Unpack(context)
+    common = context.common_tls_context
+    assert [c.name for c in common.tls_certificate_sds_secret_configs] == ["mesh-identity"]
+    combined = common.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "mesh-ca"
+    [matcher] = combined.default_validation_context.match_typed_subject_alt_names
+    assert matcher.matcher.exact == "spiffe://airline.local/svc/user-svc"
+
+
+def test_cluster_without_upstream_tls_is_plaintext() -> None:
+    assert not make_cluster("user-svc").HasField("transport_socket")
