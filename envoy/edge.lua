@@ -389,12 +389,35 @@ end
 
 -- The transcoder's message for a JSON value of the wrong type quotes the value
 -- ("password: invalid value 73519468 for type TYPE_STRING"); this one names the
--- field and the type only.
+-- field and what it takes only. The type is a proto scalar (TYPE_*) or a type URL
+-- (an enum, a well-known type, a message).
 local EXPECTED = {
   TYPE_STRING = "a string", TYPE_BYTES = "a base64 string", TYPE_BOOL = "true or false",
-  TYPE_DOUBLE = "a number", TYPE_FLOAT = "a number", TYPE_ENUM = "one of the enum's names",
-  TYPE_MESSAGE = "an object",
+  TYPE_DOUBLE = "a number", TYPE_FLOAT = "a number",
+  ["google.protobuf.Timestamp"] = "an RFC 3339 timestamp",
+  ["google.protobuf.Duration"] = "a duration such as \"1.5s\"",
+  ["google.protobuf.FieldMask"] = "comma-separated field names",
+  ["google.protobuf.Struct"] = "an object",
+  ["google.protobuf.ListValue"] = "an array",
 }
+local enums = ENUMS or {}
+
+local function expected_json(kind)
+  if kind == nil then
+    return nil
+  end
+  local name = string.match(kind, "^type%.googleapis%.com/(.+)$") or kind
+  if EXPECTED[name] ~= nil then
+    return EXPECTED[name]
+  elseif string.match(name, "^TYPE_S?U?INT") or string.match(name, "^TYPE_S?FIXED") then
+    return "an integer"
+  elseif enums[name] then
+    return "one of the enum's names"
+  elseif string.sub(name, 1, 5) ~= "TYPE_" then
+    return "an object"
+  end
+  return nil
+end
 
 local function without_quoted_value(response_handle)
   local body = response_handle:body()
@@ -406,9 +429,11 @@ local function without_quoted_value(response_handle)
   if field == nil then
     return
   end
-  local kind = string.match(text, '.*for type (TYPE_[%u%d]+)"')
-  local expected = EXPECTED[kind] or "an integer"
-  local description = "wrong JSON type or value (expected " .. expected .. ")"
+  local expected = expected_json(string.match(text, '.*for type ([^"\\]+)"'))
+  local description = "wrong JSON type or value"
+  if expected ~= nil then
+    description = description .. " (expected " .. expected .. ")"
+  end
   body:setBytes('{"code":3,"message":' .. json_string(field .. ": " .. description)
     .. ',"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":'
     .. '[{"field":' .. json_string(field) .. ',"description":' .. json_string(description)

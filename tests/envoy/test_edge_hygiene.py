@@ -119,16 +119,38 @@ def test_a_wrong_json_type_names_the_field_not_the_value(probe_edge: ProbeEdge) 
     ]
 
 
-def test_a_string_for_a_number_is_not_quoted_back(probe_edge: ProbeEdge) -> None:
-    with probe_edge.client() as client:
-        response = client.post(
+@pytest.mark.parametrize(
+    ("path", "body", "violation"),
+    [
+        ("/v1/flights", {"seats_total": "secret-ish"}, ("flight.seats_total", "an integer")),
+        (
             "/v1/flights",
-            json={"number": "UA1", "seats_total": "secret-ish"},
-            headers=bearer(probe_edge.probe.token()),
-        )
+            {"departure_time": "secret-ish"},
+            ("flight.departure_time", "an RFC 3339 timestamp"),
+        ),
+        ("/v1/bookings", {"seat_class": "secret-ish"}, ("seat_class", "one of the enum's names")),
+        ("/v1/models/m:predict", {"instances": ["secret-ish"]}, ("instances[0]", "an object")),
+    ],
+)
+def test_a_wrong_value_is_not_quoted_back(
+    probe_edge: ProbeEdge, path: str, body: dict[str, Any], violation: tuple[str, str]
+) -> None:
+    with probe_edge.client() as client:
+        response = client.post(path, json=body, headers=bearer(probe_edge.probe.token()))
     assert response.status_code == 400
     assert "secret-ish" not in response.text
-    assert field_violations(status_body(response))[0]["field"] == "flight.seats_total"
+    field, expected = violation
+    assert field_violations(status_body(response)) == [
+        {"field": field, "description": f"wrong JSON type or value (expected {expected})"}
+    ]
+
+
+def test_a_wrong_query_value_is_not_quoted_back(probe_edge: ProbeEdge) -> None:
+    with probe_edge.client() as client:
+        response = client.get("/v1/flights", params={"page_size": "secret-ish"})
+    assert response.status_code == 400
+    assert "secret-ish" not in response.text
+    assert field_violations(status_body(response))[0]["field"] == "page_size"
 
 
 # --- 3. no internals on REST responses ----------------------------------------------------
