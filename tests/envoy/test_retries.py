@@ -21,6 +21,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
+from services.runtime.clients import dial
 from services.runtime.errors import Unavailable
 from services.runtime.interceptors import ServerInterceptor
 from tests.envoy.conftest import SERVICES, Envoy
@@ -108,3 +109,15 @@ def test_the_mesh_gives_up_after_three_attempts(runtime_edge: RuntimeEdge) -> No
             stub.GetModel(predict_pb2.GetModelRequest(model_id="down-mesh"), timeout=5)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert runtime_edge.servicer.attempts["down-mesh"] == 3
+
+
+def test_a_mesh_client_makes_at_most_six_attempts(runtime_edge: RuntimeEdge) -> None:
+    """The channel's retryPolicy (2 attempts) times the mesh listener's (3): 2 x 3."""
+    method = ("airline.predict.v1.PredictionService", "GetModel")
+    channel = dial(runtime_edge.envoy.mesh_addr, default_timeout=5, idempotent=[method])
+    with channel, pytest.raises(grpc.RpcError) as failed:
+        predict_pb2_grpc.PredictionServiceStub(channel).GetModel(
+            predict_pb2.GetModelRequest(model_id="down-bounded")
+        )
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert runtime_edge.servicer.attempts["down-bounded"] == 6
