@@ -1,6 +1,9 @@
 -- What the edge does to REST traffic that no built-in filter does.
 --
--- Requests: (1) a REST client's deadline, x-envoy-upstream-rq-timeout-ms (which the
+-- Requests: (0) a URL over MAX_URL_BYTES is 414 and headers over MAX_HEADER_BYTES
+-- are 431 (gRPC clients: INVALID_ARGUMENT); a REST path under the API's prefixes
+-- that no google.api.http rule has is 404, a rule's path with another method 405
+-- with Allow (HTTP_ROUTES). (1) A REST client's deadline, x-envoy-upstream-rq-timeout-ms (which the
 -- connection manager strips from external clients, hence saved under another name
 -- by the early header mutation in bootstrap.yaml), becomes grpc-timeout: the header
 -- the route's deadline honours (up to its cap) and the services read. (2) A JSON
@@ -11,9 +14,12 @@
 -- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
 -- transcoder answers 200 for every success, so this turns the hint into the status.
 -- A 429's Retry-After becomes the time until the rate limit's bucket refills.
+-- Every REST response loses the gRPC-only headers; a REST 429 or 503 gets a
+-- Retry-After and a 401 a WWW-Authenticate when it has none; the transcoder's
+-- message for a mistyped JSON value is rewritten without the value.
 --
--- render.py inlines this file into the bootstrap after the generated BODY_ROUTES
--- and MESSAGES tables (body_schema.py).
+-- render.py inlines this file into the bootstrap after the generated ENUMS,
+-- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES and MESSAGES tables (body_schema.py).
 
 local SAVED_TIMEOUT = "x-airline-upstream-rq-timeout-ms"
 -- Size limits on what a client sends, so that nothing the edge forwards can pass
