@@ -1,6 +1,9 @@
 -- What the edge does to REST traffic that no built-in filter does.
 --
--- Requests: (1) a REST client's deadline, x-envoy-upstream-rq-timeout-ms (which the
+-- Requests: (0) a URL over MAX_URL_BYTES is 414 and headers over MAX_HEADER_BYTES
+-- are 431 (gRPC clients: INVALID_ARGUMENT); a REST path under the API's prefixes
+-- that no google.api.http rule has is 404, a rule's path with another method 405
+-- with Allow (HTTP_ROUTES). (1) A REST client's deadline, x-envoy-upstream-rq-timeout-ms (which the
 -- connection manager strips from external clients, hence saved under another name
 -- by the early header mutation in bootstrap.yaml), becomes grpc-timeout: the header
 -- the route's deadline honours (up to its cap) and the services read. (2) A JSON
@@ -11,11 +14,29 @@
 -- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
 -- transcoder answers 200 for every success, so this turns the hint into the status.
 -- A 429's Retry-After becomes the time until the rate limit's bucket refills.
+-- Every REST response loses the gRPC-only headers; a REST 429 or 503 gets a
+-- Retry-After and a 401 a WWW-Authenticate when it has none; the transcoder's
+-- message for a mistyped JSON value is rewritten without the value.
 --
--- render.py inlines this file into the bootstrap after the generated BODY_ROUTES
--- and MESSAGES tables (body_schema.py).
+-- render.py inlines this file into the bootstrap after the generated ENUMS,
+-- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES and MESSAGES tables (body_schema.py).
 
 local SAVED_TIMEOUT = "x-airline-upstream-rq-timeout-ms"
+-- Size limits on what a client sends, so that nothing the edge forwards can pass
+-- the services' gRPC metadata limit (grpc core: 8 KiB soft, where it starts
+-- refusing at random, 16 KiB hard; counted as name + value + 32 per header).
+-- The URL travels upstream again as x-envoy-original-path; Envoy adds about
+-- 1 KiB of its own (x-forwarded-*, x-request-id, grpc-timeout, ...).
+local MAX_URL_BYTES = 4096 -- longer: 414
+local MAX_HEADER_BYTES = 6144 -- every header, the URL included: longer is 431
+local HEADER_OVERHEAD = 32 -- per header, as HTTP/2 and gRPC count them
+-- A 429 or 503 without the service's own Retry-After gets this one (seconds).
+local DEFAULT_RETRY_AFTER = "1"
+-- What only gRPC clients need: a REST response does not carry it.
+local GRPC_ONLY_HEADERS = {
+  "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding",
+  "grpc-encoding", "x-envoy-upstream-service-time",
+}
 local STATUS_HINT = "x-http-status"
 -- grpc-timeout allows at most 8 digits.
 local MAX_GRPC_TIMEOUT_MS = 99999999
@@ -30,6 +51,8 @@ local function grpc_timeout_ms(value)
 end
 
 local body_routes = BODY_ROUTES or {}
+local http_routes = HTTP_ROUTES or {}
+local api_prefixes = API_PREFIXES or {}
 local messages = MESSAGES or {}
 -- A nested message is named in MESSAGES; point at its table instead.
 for _, fields in pairs(messages) do
@@ -220,10 +243,89 @@ local function body_message(method, path)
   return nil
 end
 
-local function refuse(request_handle, body)
+local function refuse(request_handle, body, status, extra_headers)
   -- Tells local_reply_config that this body is already the google.rpc.Status.
   request_handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "status_body", true)
-  request_handle:respond({[":status"] = "400", ["content-type"] = "application/json"}, body)
+  local headers = {[":status"] = status or "400", ["content-type"] = "application/json"}
+  for name, value in pairs(extra_headers or {}) do
+    headers[name] = value
+  end
+  request_handle:respond(headers, body)
+end
+
+local function status_json(code, message)
+  return '{"code":' .. code .. ',"message":' .. json_string(message) .. "}"
+end
+
+local function is_grpc(headers)
+  return string.sub(headers:get("content-type") or "", 1, 16) == "application/grpc"
+end
+
+-- A gRPC client gets its answer as a grpc-status (INVALID_ARGUMENT), not HTTP.
+local function refuse_too_large(request_handle, grpc, status, message)
+  if grpc then
+    request_handle:respond({[":status"] = "200", ["content-type"] = "application/grpc",
+      ["grpc-status"] = "3", ["grpc-message"] = message}, "")
+  else
+    refuse(request_handle, status_json(3, message), status)
+  end
+end
+
+-- 414 for a URL over MAX_URL_BYTES, 431 for headers over MAX_HEADER_BYTES; true
+-- when refused. Checked before anything reads the request.
+local function refuse_oversized(request_handle, headers)
+  local path = headers:get(":path") or ""
+  if #path > MAX_URL_BYTES then
+    refuse_too_large(request_handle, is_grpc(headers), "414",
+      "the request URL is longer than " .. MAX_URL_BYTES .. " bytes")
+    return true
+  end
+  local total = 0
+  for name, value in pairs(headers) do
+    total = total + #name + #value + HEADER_OVERHEAD
+  end
+  if total > MAX_HEADER_BYTES then
+    refuse_too_large(request_handle, is_grpc(headers), "431",
+      "the request headers are larger than " .. MAX_HEADER_BYTES .. " bytes")
+    return true
+  end
+  return false
+end
+
+-- A REST path under the API's prefixes must be one of the descriptor's templates
+-- (404 otherwise: the transcoder is lenient, e.g. about a trailing slash), with
+-- one of the template's methods (405 with Allow otherwise). True when refused.
+local function refuse_unknown_route(request_handle, method, path)
+  path = string.match(path, "^[^?]*")
+  local ours = false
+  for _, prefix in ipairs(api_prefixes) do
+    if string.sub(path, 1, #prefix) == prefix then
+      ours = true
+    end
+  end
+  if not ours then
+    return false
+  end
+  local allowed, seen = {}, {}
+  for _, route in ipairs(http_routes) do
+    if string.match(path, route[2]) then
+      if route[1] == method then
+        return false
+      end
+      if not seen[route[1]] then
+        seen[route[1]] = true
+        allowed[#allowed + 1] = route[1]
+      end
+    end
+  end
+  if #allowed == 0 then
+    refuse(request_handle, status_json(5, "no such path"), "404")
+  else
+    table.sort(allowed)
+    refuse(request_handle, status_json(12, "this method is not allowed here; see Allow"),
+      "405", {allow = table.concat(allowed, ", ")})
+  end
+  return true
 end
 
 local function refuse_unknown_keys(request_handle, keys)
@@ -266,7 +368,14 @@ end
 
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
-  local message = body_message(headers:get(":method"), headers:get(":path") or "")
+  if refuse_oversized(request_handle, headers) then
+    return
+  end
+  local method, path = headers:get(":method"), headers:get(":path") or ""
+  if not is_grpc(headers) and refuse_unknown_route(request_handle, method, path) then
+    return
+  end
+  local message = body_message(method, path)
   apply_deadline(headers)
   if message == nil then
     return
@@ -284,26 +393,96 @@ function envoy_on_request(request_handle)
   end
 end
 
+-- The transcoder's message for a JSON value of the wrong type quotes the value
+-- ("password: invalid value 73519468 for type TYPE_STRING"); this one names the
+-- field and what it takes only. The type is a proto scalar (TYPE_*) or a type URL
+-- (an enum, a well-known type, a message).
+local EXPECTED = {
+  TYPE_STRING = "a string", TYPE_BYTES = "a base64 string", TYPE_BOOL = "true or false",
+  TYPE_DOUBLE = "a number", TYPE_FLOAT = "a number",
+  ["google.protobuf.Timestamp"] = "an RFC 3339 timestamp",
+  ["google.protobuf.Duration"] = "a duration such as \"1.5s\"",
+  ["google.protobuf.FieldMask"] = "comma-separated field names",
+  ["google.protobuf.Struct"] = "an object",
+  ["google.protobuf.ListValue"] = "an array",
+}
+local enums = ENUMS or {}
+
+local function expected_json(kind)
+  if kind == nil then
+    return nil
+  end
+  local name = string.match(kind, "^type%.googleapis%.com/(.+)$") or kind
+  if EXPECTED[name] ~= nil then
+    return EXPECTED[name]
+  elseif string.match(name, "^TYPE_S?U?INT") or string.match(name, "^TYPE_S?FIXED") then
+    return "an integer"
+  elseif enums[name] then
+    return "one of the enum's names"
+  elseif string.sub(name, 1, 5) ~= "TYPE_" then
+    return "an object"
+  end
+  return nil
+end
+
+local function without_quoted_value(response_handle)
+  local body = response_handle:body()
+  if body == nil or body:length() == 0 then
+    return
+  end
+  local text = body:getBytes(0, body:length())
+  local field = string.match(text, '"message":"([%w_%.%[%]]+): invalid value ')
+  if field == nil then
+    return
+  end
+  local expected = expected_json(string.match(text, '.*for type ([^"\\]+)"'))
+  local description = "wrong JSON type or value"
+  if expected ~= nil then
+    description = description .. " (expected " .. expected .. ")"
+  end
+  body:setBytes('{"code":3,"message":' .. json_string(field .. ": " .. description)
+    .. ',"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":'
+    .. '[{"field":' .. json_string(field) .. ',"description":' .. json_string(description)
+    .. "}]}]}")
+end
+
+-- What a REST response must carry and must not: no gRPC internals, a
+-- Retry-After on every 429 and 503, WWW-Authenticate on every 401.
+local function clean_rest_response(headers, status)
+  for _, name in ipairs(GRPC_ONLY_HEADERS) do
+    headers:remove(name)
+  end
+  if (status == "429" or status == "503") and headers:get("retry-after") == nil then
+    headers:add("retry-after", DEFAULT_RETRY_AFTER)
+  end
+  if status == "401" and headers:get("www-authenticate") == nil then
+    headers:add("www-authenticate", "Bearer")
+  end
+end
+
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()
+  local status = headers:get(":status")
   -- The rate limiter's Retry-After is its whole window; when the bucket refills
   -- sooner, say so.
   local reset = tonumber(headers:get("x-ratelimit-reset") or "")
-  if headers:get(":status") == "429" and reset ~= nil and reset >= 1 then
+  if status == "429" and reset ~= nil and reset >= 1 then
     headers:replace("retry-after", string.format("%d", reset))
   end
+  -- gRPC clients keep their trailers and the status hint: their HTTP status is
+  -- always 200.
+  if is_grpc(headers) then
+    return
+  end
+  clean_rest_response(headers, status)
   local hint = headers:get(STATUS_HINT)
-  if hint == nil then
-    return
-  end
-  -- gRPC clients keep the hint: their HTTP status is always 200.
-  local content_type = headers:get("content-type") or ""
-  if string.sub(content_type, 1, 16) == "application/grpc" then
-    return
-  end
   headers:remove(STATUS_HINT)
+  if status == "400" then
+    without_quoted_value(response_handle)
+    return
+  end
   -- Only a success may be upgraded; an error keeps the transcoder's status.
-  if headers:get(":status") ~= "200" then
+  if hint == nil or status ~= "200" then
     return
   end
   if hint == "201" then

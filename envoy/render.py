@@ -53,6 +53,7 @@ LOCAL_REPLY_CODES: Mapping[int, int] = {
     405: 12,  # UNIMPLEMENTED
     408: 4,  # DEADLINE_EXCEEDED: the request itself was too slow to arrive
     413: 3,  # INVALID_ARGUMENT: body over the limit
+    414: 3,  # INVALID_ARGUMENT: URL over the limit (edge.lua)
     429: 8,  # RESOURCE_EXHAUSTED
     431: 3,  # INVALID_ARGUMENT: headers too large
     500: 13,  # INTERNAL
@@ -111,6 +112,8 @@ class Settings:
     token_limit: int = 10
     token_window_seconds: int = 60
     token_clients: int = 10_000
+    signup_limit: int = 10
+    signup_window_seconds: int = 60
     edge_timeout_seconds: float = 15.0
     mesh_timeout_seconds: float = 15.0
     per_try_timeout_seconds: float = 10.0
@@ -164,6 +167,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("TOKEN_RATE_WINDOW_SECONDS",),
         d.token_window_seconds,
         "seconds in which --token-limit calls are allowed",
+    )
+    opt("--signup-limit", ("SIGNUP_RATE_LIMIT",), d.signup_limit, "POST /v1/users per client")
+    opt(
+        "--signup-window",
+        ("SIGNUP_RATE_WINDOW_SECONDS",),
+        d.signup_window_seconds,
+        "seconds in which --signup-limit calls are allowed",
     )
     opt("--token-clients", ("TOKEN_RATE_CLIENTS",), d.token_clients, "client buckets kept (LRU)")
     opt(
@@ -258,6 +268,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Settings
         token_limit=int(_positive("--token-limit", args.token_limit)),
         token_window_seconds=int(_positive("--token-window", args.token_window)),
         token_clients=int(_positive("--token-clients", args.token_clients)),
+        signup_limit=int(_positive("--signup-limit", args.signup_limit)),
+        signup_window_seconds=int(_positive("--signup-window", args.signup_window)),
         edge_timeout_seconds=_positive("--edge-timeout", args.edge_timeout, float),
         mesh_timeout_seconds=_positive("--mesh-timeout", args.mesh_timeout, float),
         per_try_timeout_seconds=_positive("--per-try-timeout", args.per_try_timeout, float),
@@ -353,8 +365,15 @@ def local_reply_mappers() -> list[dict[str, object]]:
     # makes here; a service's PERMISSION_DENIED is no local reply). API.md: a token
     # that is not valid for this API is 401 (with the WWW-Authenticate it has).
     wrong_audience = mapper("EQ", 403, LOCAL_REPLY_CODES[401], rewrite=401)
+    # The same for gRPC clients: the rewritten status becomes grpc-status
+    # UNAUTHENTICATED (their body stays the message, no JSON).
+    forbidden = {"op": "EQ", "value": {"default_value": 403, "runtime_key": "edge.grpc_403"}}
+    grpc_wrong_audience = {
+        "filter": {"status_code_filter": {"comparison": forbidden}},
+        "status_code": 401,
+    }
     mappers = [mapper("EQ", status, code) for status, code in LOCAL_REPLY_CODES.items()]
-    return [lua_status, wrong_audience, *mappers, mapper("GE", 400, UNKNOWN)]
+    return [lua_status, wrong_audience, grpc_wrong_audience, *mappers, mapper("GE", 400, UNKNOWN)]
 
 
 def _static_clusters(settings: Settings) -> str:
@@ -430,6 +449,9 @@ def render(settings: Settings) -> str:
         "token_window": _duration(settings.token_window_seconds),
         "token_window_seconds": settings.token_window_seconds,
         "token_clients": settings.token_clients,
+        "signup_limit": settings.signup_limit,
+        "signup_window": _duration(settings.signup_window_seconds),
+        "signup_window_seconds": settings.signup_window_seconds,
         "healthz_clusters": json.dumps(healthz),
         "max_request_bytes": settings.max_request_bytes,
         "max_connections": settings.max_connections,

@@ -66,7 +66,18 @@ class DeadlineInterceptor(grpc.UnaryUnaryClientInterceptor):
         )
 
 
-def retry_service_config(idempotent: Iterable[tuple[str, str]], max_attempts: int = 3) -> str:
+# Attempts per call, bounded: Envoy's mesh listener makes up to 3 attempts on
+# UNAVAILABLE (num_retries: 2, envoy/bootstrap.yaml), and the channel retries the
+# whole call once more (for when the mesh listener itself had no healthy instance
+# or could not be reached for a moment). At most 2 x 3 = 6 attempts on instances
+# per call, all within the call's one deadline; gRFC A6 throttling below stops the
+# client's retries when most calls fail.
+MAX_ATTEMPTS = 2
+
+
+def retry_service_config(
+    idempotent: Iterable[tuple[str, str]], max_attempts: int = MAX_ATTEMPTS
+) -> str:
     """A service config retrying the given (service, method) pairs on UNAVAILABLE."""
     names = [{"service": s, "method": m} for s, m in idempotent]
     config: dict[str, Any] = {"methodConfig": []}

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -74,16 +75,14 @@ class ServerInterceptor(grpc.ServerInterceptor):
                 return response
             except DomainError as err:
                 code = err.code
-                _send_headers(ctx)
-                grpc_context.abort_with_status(err.to_status())
+                grpc_context.abort_with_status(_with_trailers(ctx, err.to_status()))
             except Exception:
                 if grpc_context.code() is not None:  # type: ignore[attr-defined]
                     code = grpc_context.code()  # type: ignore[attr-defined]
                     raise  # the handler aborted on purpose
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error")
-                _send_headers(ctx)
-                grpc_context.abort_with_status(internal_status(ctx.request_id))
+                grpc_context.abort_with_status(_with_trailers(ctx, internal_status(ctx.request_id)))
             finally:
                 _log_call(ctx, code, started)
                 context.deactivate(token)
@@ -101,6 +100,24 @@ def _send_headers(ctx: context.RequestContext) -> None:
     ctx.grpc_context.send_initial_metadata(
         (("x-request-id", ctx.request_id), *ctx.response_headers)
     )
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _with_trailers(ctx: context.RequestContext, status: grpc.Status) -> grpc.Status:
+    """`status` carrying x-request-id (and the handler's headers) as trailing metadata.
+
+    An error must be trailers-only (no initial metadata sent first): Envoy reads
+    grpc-status from the response headers to decide a retry (`retry_on:
+    unavailable`), and a trailers-only response is the only one where it is there.
+    """
+    extra = (("x-request-id", ctx.request_id), *ctx.response_headers)
+    return _Status(status.code, status.details, (*status.trailing_metadata, *extra))
 
 
 def _log_call(ctx: context.RequestContext, code: grpc.StatusCode, started: float) -> None:

@@ -38,6 +38,7 @@ SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
 ORIGIN = "http://app.example.com"
 # Low enough for a test to exhaust, per client address.
 TOKEN_LIMIT = 3
+SIGNUP_LIMIT = 5
 PASSWORD = "correct horse battery"
 
 
@@ -86,6 +87,7 @@ class Envoy:
             "--admin", f"127.0.0.1:{self.admin_port}",
             "--access-log", str(self.workdir / "access.log"),
             "--cors-origins", ORIGIN, "--token-limit", str(TOKEN_LIMIT),
+            "--signup-limit", str(SIGNUP_LIMIT),
             *(f"--static={name}={address}" for name, address in static.items()),
             *extra,
         ]  # fmt: skip

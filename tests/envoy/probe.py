@@ -2,7 +2,8 @@
 
 It answers on demand what the real services only do in rare states: a booking
 without `delay_risk`, a flight with no seat left, a deactivated user, UNAVAILABLE
-on the first try, the deadline and metadata it received. Its own RS256 key signs
+on the first try, RESOURCE_EXHAUSTED (with or without its own Retry-After),
+UNAUTHENTICATED, a trailer, the deadline and metadata it received. Its own RS256 key signs
 tokens and is served as auth-svc's JWKS, so jwt_authn at the edge accepts them.
 """
 
@@ -93,6 +94,14 @@ class Probe(
             context.abort(grpc.StatusCode.UNAVAILABLE, "probe is down")
         if request.model_id.startswith("flaky-") and attempt == 1:
             context.abort(grpc.StatusCode.UNAVAILABLE, "probe failed the first try")
+        if request.model_id.startswith("busy-"):
+            context.set_trailing_metadata((("retry-after", "7"),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "probe is busy")
+        if request.model_id.startswith("exhausted-"):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "probe is exhausted")
+        if request.model_id.startswith("unauthenticated-"):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "probe refuses the token")
+        context.set_trailing_metadata((("x-probe-trailer", "kept"),))
         if request.model_id.startswith("created-"):
             context.send_initial_metadata(
                 (("x-http-status", "201"), ("location", f"/v1/models/{request.model_id}"))

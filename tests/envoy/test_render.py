@@ -71,6 +71,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         "MESH_ADDR": "127.0.0.1:25001",
         "XDS_ADDR": "10.0.0.5:19000",
         "TOKEN_RATE_LIMIT": "7",
+        "SIGNUP_RATE_LIMIT": "4",
+        "SIGNUP_RATE_WINDOW_SECONDS": "90",
         "CORS_ORIGINS": "https://a.example, https://b.example",
     }
     rendered = render(out, env=env)
@@ -81,6 +83,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert "port_value: 25001" in text
     assert "address: 10.0.0.5, port_value: 19000" in text
     assert "max_tokens: 7" in text
+    assert "max_tokens: 4" in text  # POST /v1/users
+    assert "fill_interval: 90s" in text
     assert '"exact": "https://b.example"' in text
 
 
@@ -89,3 +93,14 @@ def test_an_unknown_static_service_is_refused(tmp_path: Path) -> None:
     assert rendered.returncode == 2
     assert "cache-svc" in rendered.stderr
     assert not (tmp_path / "envoy.yaml").exists()
+
+
+def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -> None:
+    """The 404/405 table comes from the google.api.http rules, custom verbs included."""
+    out = tmp_path / "envoy.yaml"
+    assert render(out).returncode == 0
+    text = out.read_text()
+    assert '{"GET", "^/v1/flights/[^/]+$"}' in text
+    assert '{"POST", "^/v1/bookings/[^/]+:cancel$"}' in text
+    assert '{"DELETE", "^/v1/users/[^/]+$"}' in text
+    assert 'local API_PREFIXES = {"/v1/"}' in text
