@@ -28,6 +28,7 @@ $(DEPS_STAMP): pyproject.toml scripts/install-deps.sh scripts/install-consul.sh
 gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs and Envoy's descriptor set from proto/
 
 $(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh
+	@echo "== make gen: Python stubs and Envoy's descriptor set from proto/"
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 

@@ -54,10 +54,13 @@ def up(cfg: MeshConfig) -> int:
     conf = cfg.path("supervisord.conf")
     conf.write_text(supervisord.render(cfg))
     if running:
+        print("mesh up: supervisord runs already; applying changes, starting what is stopped")
         _ctl(cfg, "update")
         _ctl(cfg, "start", "all", check=False)
     else:
+        print("mesh up: starting Consul, the control plane, Envoy and the services")
         subprocess.run([SUPERVISORD, "-c", conf], check=True)
+    print(f"mesh up: waiting for the edge to answer (at most {cfg.up_timeout_seconds:.0f} s)")
     if not _wait_healthy(cfg):
         print(f"the edge did not become healthy; see {cfg.path('log')}/ and `make status`")
         return 1

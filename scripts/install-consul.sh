@@ -81,7 +81,7 @@ download_deb() {
             -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
             -o "Acquire::Check-Valid-Until=false" -o "APT::Get::List-Cleanup=false")
         log "fetching the consul package list from $mirror (bullseye)"
-        if apt-get "${opts[@]}" -qq update >&2 && (cd "$work" && apt-get "${opts[@]}" -qq download consul >&2); then
+        if apt-get "${opts[@]}" -q update >&2 && (cd "$work" && apt-get "${opts[@]}" -q download consul >&2); then
             ls "$work"/consul_*.deb
             return 0
         fi
