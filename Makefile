@@ -11,6 +11,8 @@ PY := $(BIN)/python
 DEPS_STAMP := $(VENV)/.deps-stamp
 GEN_STAMP := generated/.stamp
 PROTOS := $(shell find proto -name '*.proto' | sort)
+# Extra pytest arguments for the test targets, e.g. PYTEST_ARGS='-x -k booking'.
+PYTEST_ARGS ?=
 
 .PHONY: help deps gen lint test test-unit test-integration up down status bench clean
 
@@ -26,6 +28,7 @@ $(DEPS_STAMP): pyproject.toml scripts/install-deps.sh scripts/install-consul.sh
 gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs and Envoy's descriptor set from proto/
 
 $(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh
+	@echo "== make gen: Python stubs and Envoy's descriptor set from proto/"
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 
@@ -36,7 +39,13 @@ lint: gen ## buf lint, ruff, mypy
 	@$(BIN)/mypy
 
 test: gen ## run every test: unit and integration
-	@$(PY) -m pytest
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: gen ## run every test but the whole-mesh ones (everything outside tests/integration)
+	@$(PY) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+
+test-integration: gen ## run the whole-mesh tests (tests/integration): one real mesh per run
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 clean: ## remove generated code and local state (keeps .venv)
 	rm -rf generated var

@@ -2,13 +2,16 @@
 
 up: renders the configuration, starts supervisord (or, when it runs already,
 applies changes and starts whatever is stopped), and returns when the edge's
-/healthz answers 200. down: stops every process and supervisord itself, by PID.
+/healthz answers 200. down: stops every process and supervisord itself, and returns only when each
+process it found running (programs and their children) has exited; stragglers get
+SIGKILL by PID.
 status: each process, and each Consul health check.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +21,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mesh import envoy_config, supervisord
@@ -25,6 +30,8 @@ from mesh.config import SERVICES, MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
 SUPERVISORCTL = supervisord.BIN / "supervisorctl"
+# Longer than the slowest program's stopwaitsecs: supervisord SIGKILLs it by then.
+STOP_TIMEOUT_SECONDS = 90.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +54,13 @@ def up(cfg: MeshConfig) -> int:
     conf = cfg.path("supervisord.conf")
     conf.write_text(supervisord.render(cfg))
     if running:
+        print("mesh up: supervisord runs already; applying changes, starting what is stopped")
         _ctl(cfg, "update")
         _ctl(cfg, "start", "all", check=False)
     else:
+        print("mesh up: starting Consul, the control plane, Envoy and the services")
         subprocess.run([SUPERVISORD, "-c", conf], check=True)
+    print(f"mesh up: waiting for the edge to answer (at most {cfg.up_timeout_seconds:.0f} s)")
     if not _wait_healthy(cfg):
         print(f"the edge did not become healthy; see {cfg.path('log')}/ and `make status`")
         return 1
@@ -63,13 +73,20 @@ def down(cfg: MeshConfig) -> int:
     if pid is None:
         print("nothing is running")
         return 0
+    # Every process this mesh runs, listed before anything stops: supervisord only
+    # waits for each program's main process, and a child in its group can outlive it.
+    started = _supervised(cfg, pid)
     # supervisord stops its programs (SIGTERM, then SIGKILL after stopwaitsecs)
     # before it exits itself.
     _ctl(cfg, "shutdown", check=False)
-    if not _wait_gone(pid, timeout=90):
-        os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, timeout=10)
+    left = _wait_exited(started, timeout=STOP_TIMEOUT_SECONDS)
+    for proc in left:
+        _kill(proc)
+    left = _wait_exited(left, timeout=10)
     cfg.path("supervisord.pid").unlink(missing_ok=True)
+    if left:
+        print("still running after SIGKILL: " + " ".join(str(p.pid) for p in left))
+        return 1
     print("stopped")
     return 0
 
@@ -111,15 +128,62 @@ def _ctl(cfg: MeshConfig, *args: str, check: bool = True) -> subprocess.Complete
     )
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+@dataclass(frozen=True)
+class Proc:
+    """A process as the kernel lists it; its start time tells a reused PID apart."""
+
+    pid: int
+    group: int
+    start_ticks: int
+
+
+def _read_proc(pid: int) -> Proc | None:
+    """The live (not zombie) process `pid`, from /proc/<pid>/stat; None when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is in parentheses and may hold spaces: split after the last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in {"Z", "X"}:  # exited; only waiting for its parent to reap it
+        return None
+    return Proc(pid, group=int(fields[2]), start_ticks=int(fields[19]))
+
+
+def _alive(proc: Proc) -> bool:
+    now = _read_proc(proc.pid)
+    return now is not None and now.start_ticks == proc.start_ticks
+
+
+def _supervised(cfg: MeshConfig, supervisord: int) -> list[Proc]:
+    """supervisord, each program's process, and every process in a program's group."""
+    listed = _ctl(cfg, "pid", "all", check=False).stdout.split()
+    programs = {int(pid) for pid in listed if pid.isdigit() and int(pid) > 0}
+    # supervisord makes each program a process group leader (stopasgroup relies on it).
+    found = [
+        _read_proc(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+    ]
+    return [
+        proc
+        for proc in found
+        if proc is not None and (proc.pid == supervisord or proc.group in programs)
+    ]
+
+
+def _wait_exited(procs: list[Proc], timeout: float) -> list[Proc]:
+    """Polls until every process has exited or `timeout` passes; returns those left."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+    left = [proc for proc in procs if _alive(proc)]
+    while left and time.monotonic() < deadline:
         time.sleep(0.1)
-    return False
+        left = [proc for proc in left if _alive(proc)]
+    return left
+
+
+def _kill(proc: Proc) -> None:
+    if _alive(proc):  # checked just before: never signal a PID the kernel gave to another
+        with contextlib.suppress(ProcessLookupError):  # it exited since the check
+            os.kill(proc.pid, signal.SIGKILL)
 
 
 def _edge_health(cfg: MeshConfig) -> int | None:

