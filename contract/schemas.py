@@ -58,9 +58,12 @@ LIMITS: Mapping[str, Schema] = {
     "airline.booking.v1.Flight.currency": {"pattern": "^[A-Z]{3}$"},
     "airline.booking.v1.Flight.seats_total": {"minimum": 1, "maximum": 1000},
     "airline.booking.v1.Flight.price_cents": {"minimum": 1, "maximum": 10_000_000},
-    "airline.booking.v1.ListFlightsRequest.departure_date": {"format": "date"},
+    # Query filters: empty is the same as absent (no filter, the default order).
+    "airline.booking.v1.ListFlightsRequest.departure_date": {
+        "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"
+    },
     "airline.booking.v1.ListFlightsRequest.order_by": {
-        "enum": ["departure_time", "departure_time desc", "price", "price desc"]
+        "enum": ["", "departure_time", "departure_time desc", "price", "price desc"]
     },
     "airline.predict.v1.PredictRequest.instances": {"minItems": 1, "maxItems": 1000},
 }
