@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from contract import gate
 from contract.gate import breaking_changes
 from tests.contract.conftest import DESCRIPTOR, ROOT
 
@@ -75,3 +77,15 @@ def test_gate_fails_when_a_field_is_removed_within_v1(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"breaking: {BOOKING}: removed field passenger_name" in result.stdout
     assert 'field "5" with name "passenger_name" on message "Booking" was deleted' in result.stdout
+
+
+def test_breaking_changes_pass_when_the_api_version_changes(document: Doc, tmp_path: Path) -> None:
+    current = copy.deepcopy(document)
+    del current["paths"]["/v1/flights"]
+    current["info"]["version"] = "v2"
+    (tmp_path / "base.json").write_text(json.dumps(document))
+    (tmp_path / "current.json").write_text(json.dumps(current))
+    assert gate.main([str(tmp_path / "base.json"), str(tmp_path / "current.json")]) == 0
+    current["info"]["version"] = document["info"]["version"]
+    (tmp_path / "current.json").write_text(json.dumps(current))
+    assert gate.main([str(tmp_path / "base.json"), str(tmp_path / "current.json")]) == 1
