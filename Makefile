@@ -25,7 +25,7 @@ $(DEPS_STAMP): pyproject.toml scripts/install-deps.sh scripts/install-consul.sh
 
 gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs, Envoy's descriptor set, openapi.json and /docs from proto/
 
-$(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh $(wildcard contract/*)
+$(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh $(wildcard contract/*.py contract/*.html)
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 
