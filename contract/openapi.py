@@ -91,7 +91,6 @@ def document(contract: Contract) -> dict[str, Any]:
             "title": TITLE,
             "version": _version(contract),
             "description": _description(),
-            "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"},
         },
         "servers": [{"url": "/", "description": "the edge that serves this document"}],
         "tags": [
