@@ -25,10 +25,10 @@ $(DEPS_STAMP): pyproject.toml scripts/install-deps.sh scripts/install-consul.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install-deps.sh
 	@touch $@
 
-gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs and Envoy's descriptor set from proto/
+gen: $(GEN_STAMP) ## generate Python stubs, .pyi stubs, Envoy's descriptor set, openapi.json and /docs from proto/
 
-$(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh
-	@echo "== make gen: Python stubs and Envoy's descriptor set from proto/"
+$(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh $(wildcard contract/*.py contract/*.html)
+	@echo "== make gen: Python stubs and Envoy's descriptor set, openapi.json and /docs from proto/"
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 

@@ -376,6 +376,53 @@ def local_reply_mappers() -> list[dict[str, object]]:
     return [lua_status, wrong_audience, grpc_wrong_audience, *mappers, mapper("GE", 400, UNKNOWN)]
 
 
+# The /docs page's files by suffix, for their content-type.
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".png": "image/png",
+}
+
+
+def docs_routes(generated: Path) -> list[dict[str, object]]:
+    """Direct responses for GET /openapi.json, /docs and the page's assets (`make gen`'s files)."""
+    files = {
+        "/openapi.json": generated / "openapi.json",
+        "/docs": generated / "docs" / "index.html",
+    }
+    for asset in sorted((generated / "docs").glob("*")):
+        if asset.name != "index.html":
+            files[f"/docs/{asset.name}"] = asset
+    routes: list[dict[str, object]] = []
+    for path, file in files.items():
+        if not file.is_file():
+            raise RenderError(f"{file} not found (run `make gen`)")
+        routes.append(
+            {
+                "match": {
+                    "path": path,
+                    "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                },
+                "direct_response": {"status": 200, "body": {"filename": str(file.resolve())}},
+                "response_headers_to_add": [
+                    {
+                        "header": {"key": "content-type", "value": _CONTENT_TYPES[file.suffix]},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "typed_per_filter_config": {
+                    "envoy.filters.http.grpc_json_transcoder": {
+                        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                        "disabled": True,
+                    }
+                },
+            }
+        )
+    return routes
+
+
 def _static_clusters(settings: Settings) -> str:
     template = Template((HERE / "static-cluster.yaml").read_text())
     rendered = []
@@ -463,6 +510,9 @@ def render(settings: Settings) -> str:
         "jwks_authority": settings.edge.authority,
         "jwks_cache_duration": _duration(settings.jwks_cache_seconds),
         "static_clusters": _static_clusters(settings),
+        "docs_routes": _block(
+            "\n".join(f"- {json.dumps(r)}" for r in docs_routes(settings.descriptor.parent)), 24
+        ),
     }
     return Template((HERE / "bootstrap.yaml").read_text()).substitute(values)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates Python modules (_pb2.py, _pb2_grpc.py), their typed stubs (mypy-protobuf) and the descriptor set Envoy's
-# gRPC-JSON transcoder reads, from proto/. Output only: never edit generated/.
+# gRPC-JSON transcoder reads, from proto/; then the OpenAPI document and the /docs page. Output only: never edit generated/.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 cd "$(dirname "$0")/.."
@@ -22,4 +22,7 @@ mapfile -t protos < <(cd proto && find airline -name '*.proto' | sort)
 # Packages, so `from airline.user.v1 import user_pb2` also works for tools
 # that do not follow namespace packages (mypy).
 find generated.tmp/airline -type d -exec touch {}/__init__.py \;
+# The REST contract as an OpenAPI 3.1 document, and the /docs page the edge serves.
+"$PY" -m contract.openapi generated.tmp/airline.pb generated.tmp/openapi.json
+"$PY" -m contract.docs generated.tmp/docs
 rm -rf generated && mv generated.tmp generated

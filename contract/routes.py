@@ -1,0 +1,215 @@
+"""The public routes, read from the descriptor set: one source for every tool that needs them.
+
+A service is public when its methods carry `google.api.http` rules (UserInternalService
+has none and is never listed). Each route says its gRPC method, HTTP verb and path, which
+part of the request is the body, whether a token is needed, and the proto comments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+
+DescriptorSet = descriptor_pb2.FileDescriptorSet
+Message = descriptor_pb2.DescriptorProto
+Enum = descriptor_pb2.EnumDescriptorProto
+
+# Methods anyone may call: a token is optional there, but one that is sent must be
+# valid. Every other public method needs a token. envoy/bootstrap.yaml's jwt_authn
+# rules say the same (tests/contract/test_routes.py holds them to this).
+OPEN_METHODS = frozenset(
+    {
+        "airline.auth.v1.AuthService/CreateToken",
+        "airline.auth.v1.AuthService/RefreshToken",
+        "airline.auth.v1.AuthService/RevokeToken",
+        "airline.auth.v1.AuthService/GetJwks",
+        "airline.user.v1.UserService/CreateUser",
+        "airline.booking.v1.BookingService/ListFlights",
+        "airline.booking.v1.BookingService/GetFlight",
+        "airline.predict.v1.PredictionService/ListModels",
+        "airline.predict.v1.PredictionService/GetModel",
+    }
+)
+
+# What the edge answers on success besides 200 (the services say so in response
+# metadata: `created(...)`, `no_content()`; tests/contract/test_routes.py reads them).
+CREATED_METHODS = frozenset(
+    {
+        "airline.user.v1.UserService/CreateUser",
+        "airline.booking.v1.BookingService/CreateFlight",
+        "airline.booking.v1.BookingService/CreateBooking",
+    }
+)
+NO_CONTENT_METHODS = frozenset({"airline.user.v1.UserService/DeleteUser"})
+
+_VERBS = ("get", "put", "post", "delete", "patch")
+_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
+
+# FileDescriptorProto / DescriptorProto field numbers that source_code_info paths use.
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
+_ENUM_VALUE, _SERVICE_METHOD = 2, 2
+
+
+@dataclass(frozen=True)
+class Route:
+    """One public method: its gRPC name and the HTTP rule the edge transcodes it by."""
+
+    service: str  # full name, e.g. airline.user.v1.UserService
+    method: str  # e.g. GetUser
+    request: str  # full message name, no leading dot
+    response: str
+    verb: str  # lower case: get, post, patch, delete, put
+    template: str  # the rule's path, e.g. /v1/users/{user_id}
+    body: str  # "" (no body), "*" (the whole request) or a request field name
+    comment: str
+
+    @property
+    def grpc_path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+    @property
+    def open(self) -> bool:
+        """True where a token is optional (API.md's "anyone")."""
+        return f"{self.service}/{self.method}" in OPEN_METHODS
+
+    @property
+    def success_status(self) -> int:
+        """The HTTP status of a success: 201 for creates, 204 for deletes, else 200."""
+        name = f"{self.service}/{self.method}"
+        return 201 if name in CREATED_METHODS else 204 if name in NO_CONTENT_METHODS else 200
+
+    @property
+    def path(self) -> str:
+        """The path with plain `{name}` variables, as OpenAPI writes them."""
+        return _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", self.template)
+
+    @property
+    def path_fields(self) -> tuple[str, ...]:
+        return tuple(m.group(1) for m in _VARIABLE.finditer(self.template))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The descriptor set, indexed: routes, messages, enums and comments by full name."""
+
+    routes: tuple[Route, ...]
+    services: Mapping[str, str]  # public service full name -> its comment
+    messages: Mapping[str, Message]
+    enums: Mapping[str, Enum]
+    comments: Mapping[str, str]  # full name (message, field, enum, value) -> comment
+
+    def comment(self, name: str) -> str:
+        return self.comments.get(name, "")
+
+
+def load(path: Path) -> Contract:
+    """The contract in the descriptor set at `path` (generated/airline.pb)."""
+    return from_descriptor_set(DescriptorSet.FromString(path.read_bytes()))
+
+
+def from_descriptor_set(files: DescriptorSet) -> Contract:
+    messages: dict[str, Message] = {}
+    enums: dict[str, Enum] = {}
+    comments: dict[str, str] = {}
+    routes: list[Route] = []
+    services: dict[str, str] = {}
+    for file in files.file:
+        located = _comments_by_path(file)
+        prefix = file.package
+        _index_messages(
+            prefix, (_FILE_MESSAGE,), file.message_type, located, messages, enums, comments
+        )
+        _index_enums(prefix, (_FILE_ENUM,), file.enum_type, located, enums, comments)
+        for s, service in enumerate(file.service):
+            full = f"{prefix}.{service.name}"
+            found = list(_routes(full, (_FILE_SERVICE, s), service, located))
+            if found:
+                services[full] = located.get((_FILE_SERVICE, s), "")
+                routes.extend(found)
+    return Contract(tuple(routes), services, messages, enums, comments)
+
+
+def field_behaviors(field: descriptor_pb2.FieldDescriptorProto) -> frozenset[str]:
+    """The field's `google.api.field_behavior` names (REQUIRED, OUTPUT_ONLY, ...)."""
+    values = field.options.Extensions[field_behavior_pb2.field_behavior]
+    return frozenset(field_behavior_pb2.FieldBehavior.Name(v) for v in values)
+
+
+def _routes(
+    service: str,
+    path: tuple[int, ...],
+    proto: descriptor_pb2.ServiceDescriptorProto,
+    located: Mapping[tuple[int, ...], str],
+) -> Iterator[Route]:
+    for m, method in enumerate(proto.method):
+        if not method.options.HasExtension(annotations_pb2.http):
+            continue
+        rule: http_pb2.HttpRule = method.options.Extensions[annotations_pb2.http]
+        for each in (rule, *rule.additional_bindings):
+            verb = each.WhichOneof("pattern")
+            if verb not in _VERBS:
+                raise ValueError(f"{service}/{method.name}: unsupported HTTP rule {verb}")
+            yield Route(
+                service=service,
+                method=method.name,
+                request=method.input_type.lstrip("."),
+                response=method.output_type.lstrip("."),
+                verb=verb,
+                template=getattr(each, verb),
+                body=each.body,
+                comment=located.get((*path, _SERVICE_METHOD, m), ""),
+            )
+
+
+def _index_messages(
+    prefix: str,
+    path: tuple[int, ...],
+    types: Iterable[Message],
+    located: Mapping[tuple[int, ...], str],
+    messages: dict[str, Message],
+    enums: dict[str, Enum],
+    comments: dict[str, str],
+) -> None:
+    for i, message in enumerate(types):
+        full, here = f"{prefix}.{message.name}", (*path, i)
+        messages[full] = message
+        comments[full] = located.get(here, "")
+        for f, field in enumerate(message.field):
+            comments[f"{full}.{field.name}"] = located.get((*here, _MESSAGE_FIELD, f), "")
+        _index_messages(
+            full, (*here, _MESSAGE_NESTED), message.nested_type, located, messages, enums, comments
+        )
+        _index_enums(full, (*here, _MESSAGE_ENUM), message.enum_type, located, enums, comments)
+
+
+def _index_enums(
+    prefix: str,
+    path: tuple[int, ...],
+    types: Iterable[Enum],
+    located: Mapping[tuple[int, ...], str],
+    enums: dict[str, Enum],
+    comments: dict[str, str],
+) -> None:
+    for i, enum in enumerate(types):
+        full, here = f"{prefix}.{enum.name}", (*path, i)
+        enums[full] = enum
+        comments[full] = located.get(here, "")
+        for v, value in enumerate(enum.value):
+            comments[f"{full}.{value.name}"] = located.get((*here, _ENUM_VALUE, v), "")
+
+
+def _comments_by_path(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:
+    """Leading comments by source path; needs a set built with --include_source_info."""
+    found = {}
+    for location in file.source_code_info.location:
+        text = location.leading_comments.strip()
+        if text:
+            lines = (line.strip() for line in text.splitlines())
+            found[tuple(location.path)] = "\n".join(lines).strip()
+    return found

@@ -1,0 +1,98 @@
+"""contract/routes.py: the public routes as the descriptor set and the services say."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from contract.routes import CREATED_METHODS, NO_CONTENT_METHODS, OPEN_METHODS, Contract
+from tests.contract.conftest import DESCRIPTOR, ROOT
+
+PUBLIC = {
+    "airline.auth.v1.AuthService",
+    "airline.user.v1.UserService",
+    "airline.booking.v1.BookingService",
+    "airline.predict.v1.PredictionService",
+}
+
+
+def test_public_services_are_those_with_http_rules_and_never_the_internal_one(
+    contract: Contract,
+) -> None:
+    assert set(contract.services) == PUBLIC
+    assert all(r.service in PUBLIC for r in contract.routes)
+
+
+def test_routes_are_api_md_paths_and_verbs(contract: Contract) -> None:
+    found = {(r.verb, r.path) for r in contract.routes}
+    assert ("post", "/v1/auth/token:refresh") in found
+    assert ("patch", "/v1/users/{user_id}") in found
+    assert ("post", "/v1/bookings/{booking_id}:cancel") in found
+    assert ("post", "/v1/models/{model_id}:predict") in found
+    assert len(contract.routes) == 19
+
+
+def test_routes_carry_their_proto_comments(contract: Contract) -> None:
+    cancel = next(r for r in contract.routes if r.method == "CancelBooking")
+    assert cancel.comment.startswith("Cancels a booking and frees its seat.")
+    assert contract.comment("airline.booking.v1.Flight.number").startswith("Carrier code")
+
+
+def _servicer_calls(name: str) -> set[str]:
+    """RPC methods of every servicer.py that call `<something>.<name>(...)`."""
+    found = set()
+    for path in (ROOT / "services").glob("*_svc/servicer.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                calls = [
+                    n
+                    for n in ast.walk(node)
+                    if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Attribute)
+                    and n.func.attr == name
+                ]
+                if calls:
+                    found.add(node.name)
+    return found
+
+
+def test_created_and_no_content_methods_are_those_the_services_mark(contract: Contract) -> None:
+    assert {m.split("/")[1] for m in CREATED_METHODS} == _servicer_calls("created")
+    assert {m.split("/")[1] for m in NO_CONTENT_METHODS} == _servicer_calls("no_content")
+    statuses = {r.method: r.success_status for r in contract.routes}
+    assert statuses["CreateBooking"] == 201
+    assert statuses["DeleteUser"] == 204
+    assert statuses["CancelBooking"] == 200
+
+
+def test_open_methods_are_those_the_edge_lets_in_without_a_token(
+    contract: Contract, tmp_path: Path
+) -> None:
+    """The jwt_authn rules of the rendered bootstrap: allow_missing exactly for OPEN_METHODS."""
+    out = tmp_path / "envoy.yaml"
+    services = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+    static = [f"--static={s}=127.0.0.1:1" for s in services]
+    subprocess.run(
+        [sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out),
+         "--descriptor", str(DESCRIPTOR), *static],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    bootstrap = yaml.safe_load(out.read_text())
+    edge = bootstrap["static_resources"]["listeners"][0]
+    manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
+    jwt = next(f for f in manager["http_filters"] if f["name"].endswith("jwt_authn"))
+    rules = jwt["typed_config"]["rules"]
+
+    def optional(grpc_path: str) -> bool:
+        for rule in rules:
+            match = rule["match"]
+            if match.get("path") == grpc_path or grpc_path.startswith(match.get("prefix", "\0")):
+                return "requires_any" in rule["requires"]
+        raise AssertionError(f"no jwt_authn rule for {grpc_path}")
+
+    methods = {f"{r.service}/{r.method}" for r in contract.routes}
+    assert {m for m in methods if optional("/" + m)} == OPEN_METHODS
