@@ -1,17 +1,35 @@
 """Database engines for the services: one database per service, SQLite by default.
 
 Owns the engine settings that make SQLite safe under a threaded gRPC server (WAL,
-busy timeout, foreign keys) and the per-service secrets table.
+busy timeout, foreign keys), the lock that lets one instance of a service do a thing
+once for all of them (schema creation, seeding, training), and the per-service
+secrets table.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, String, create_engine, event, insert, select, text
+from sqlalchemy import (
+    Engine,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,6 +79,48 @@ def _enable_wal(cursor: Any, timeout_seconds: float = 30.0) -> None:
             time.sleep(0.01)
 
 
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[None]:
+    """Holds the lock `name` of this database: one holder at a time, on any host.
+
+    PostgreSQL: a session advisory lock on a connection of its own, so the holder may
+    run transactions of its own meanwhile; the server frees it if the holder dies.
+    SQLite, which lives on one machine: an flock on a file beside the database, which
+    the kernel frees if the holder dies. Waiters block until the holder is done.
+    """
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+        return
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        yield  # one connection to a private database: nobody to wait for
+        return
+    with open(f"{path}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def create_tables(
+    engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None
+) -> None:
+    """Creates the missing `tables` (all of `metadata`'s by default), once across instances.
+
+    Two instances running CREATE TABLE at once on PostgreSQL fail (the second hits a
+    duplicate type name), so creation waits on the database's schema lock.
+    """
+    with exclusive(engine, "schema"):
+        metadata.create_all(engine, tables=tables)
+
+
 class _SecretsBase(DeclarativeBase):
     pass
 
@@ -76,7 +136,7 @@ class ServiceSecret(_SecretsBase):
 
 def service_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
     """Returns the secret `name`, creating it on first use; every instance sees the same."""
-    _SecretsBase.metadata.create_all(engine)
+    create_tables(engine, _SecretsBase.metadata)
     query = select(ServiceSecret.value).where(ServiceSecret.name == name)
     try:
         with engine.begin() as conn:
