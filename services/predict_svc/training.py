@@ -1,6 +1,7 @@
 """Brings up the served model: the stored artifact when there is one, else a fresh one.
 
-A fresh database trains once; every later start, on any instance, loads that artifact.
+A fresh database trains once, by one instance, while the others starting with it wait;
+every later start, on any instance, loads that artifact.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ def load_or_train(store: ModelStore, max_rows: int | None, seed: int = 13) -> Tr
     """The stored model trained with these inputs, training and saving it if missing.
 
     Looks up the exact version these inputs give, so changing `max_rows`, the seed or
-    scikit-learn trains a new version instead of serving a stale one. Returns what the
-    store holds, so instances that raced to train all serve the same artifact.
+    scikit-learn trains a new version instead of serving a stale one. Instances that
+    start together queue on the store's training lock: the first trains and saves, the
+    rest find its artifact when their turn comes, so all serve the same one.
     """
     version = model_version(max_rows, seed)
     found = store.get(MODEL_ID, version)
     if found is not None:
         return found
-    store.save(train(max_rows, seed))
+    with store.training(MODEL_ID):
+        found = store.get(MODEL_ID, version)
+        if found is not None:
+            return found
+        store.save(train(max_rows, seed))
     saved = store.get(MODEL_ID, version)
     if saved is None:
         raise RuntimeError(f"{MODEL_ID} {version} was saved but cannot be read back")
