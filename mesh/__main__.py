@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh import envoy_config, supervisord
+from mesh import envoy_config, postgres, supervisord
 from mesh.config import SERVICES, MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
@@ -50,6 +50,8 @@ def up(cfg: MeshConfig) -> int:
         # A dev agent restores the last run's registrations from its data dir:
         # their ports are gone, so start Consul from nothing.
         shutil.rmtree(cfg.path("consul"), ignore_errors=True)
+    if cfg.database == "postgres":
+        postgres.prepare(cfg)
     envoy_config.write(cfg)
     conf = cfg.path("supervisord.conf")
     conf.write_text(supervisord.render(cfg))

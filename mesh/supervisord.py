@@ -1,15 +1,18 @@
 """supervisord's configuration for one local mesh: every process, its order and logs.
 
-Consul first, then the control plane, then Envoy, then the services; services
-retry their registration while Consul comes up, and Envoy keeps asking the
-control plane, so start order is a courtesy, not a dependency.
+PostgreSQL (with MESH_DATABASE=postgres) and Consul first, then the control plane,
+then Envoy, then the services; services retry their registration while Consul comes
+up, supervisord restarts one that found its database not yet up, and Envoy keeps
+asking the control plane, so start order is a courtesy, not a dependency.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 
+from mesh import postgres
 from mesh.config import ROOT, SERVICES, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
@@ -19,6 +22,8 @@ CONSUL = ROOT / ".tools" / "bin" / "consul"
 def render(cfg: MeshConfig) -> str:
     """The supervisord.conf text for `cfg`."""
     blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _envoy(cfg)]
+    if cfg.database == "postgres":
+        blocks.append(_postgres(cfg))
     blocks += [_service(cfg, name) for name in SERVICES]
     return "\n".join(blocks)
 
@@ -54,6 +59,8 @@ def _program(
     env: Mapping[str, str] | None = None,
     numprocs: int = 1,
     stopwaitsecs: int = 15,
+    stopsignal: str = "TERM",
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{cfg.path('log')}/{process_name}.log"
@@ -66,7 +73,7 @@ def _program(
         "autostart=true",
         "autorestart=true",
         "startsecs=1",
-        "stopsignal=TERM",
+        f"stopsignal={stopsignal}",
         f"stopwaitsecs={stopwaitsecs}",
         "stopasgroup=true",
         "killasgroup=true",
@@ -75,6 +82,7 @@ def _program(
         "stdout_logfile_maxbytes=20MB",
         "stdout_logfile_backups=2",
     ]
+    lines += [f"{key}={value}" for key, value in (extra or {}).items()]
     if env:
         pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
         lines.append(f"environment={pairs}")
@@ -94,6 +102,21 @@ def _consul(cfg: MeshConfig) -> str:
         f" -serf-wan-port={p.consul_serf_wan}"
     )
     return _program("consul", command, cfg, priority=10)
+
+
+def _postgres(cfg: MeshConfig) -> str:
+    # SIGINT is PostgreSQL's fast shutdown: open sessions end, the data is consistent.
+    # As root, supervisord runs it as its own user: the server refuses to run as root.
+    extra = {"user": postgres.SERVER_USER} if os.geteuid() == 0 else None
+    return _program(
+        "postgres",
+        postgres.server_command(cfg),
+        cfg,
+        priority=5,
+        stopwaitsecs=30,
+        stopsignal="INT",
+        extra=extra,
+    )
 
 
 def _controlplane(cfg: MeshConfig) -> str:
@@ -123,7 +146,7 @@ def _service(cfg: MeshConfig, name: str) -> str:
         "METRICS_PORT": "0",
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
-        "DATABASE_URL": f"sqlite:///{cfg.path('db', name + '.db')}",
+        "DATABASE_URL": _database_url(cfg, name),
     }
     # Drain (check interval + push) plus the grace for calls in flight, with room.
     return _program(
@@ -134,4 +157,13 @@ def _service(cfg: MeshConfig, name: str) -> str:
         env=env,
         numprocs=cfg.instances[name],
         stopwaitsecs=30,
+        # A service that starts before PostgreSQL accepts connections exits; supervisord
+        # starts it again (1 s, 2 s, ... later) until the server is up.
+        extra={"startretries": "10"} if cfg.database == "postgres" else None,
     )
+
+
+def _database_url(cfg: MeshConfig, name: str) -> str:
+    if cfg.database == "postgres":
+        return postgres.database_url(cfg, name)
+    return f"sqlite:///{cfg.path('db', name + '.db')}"
