@@ -124,4 +124,9 @@ def _create(cfg: MeshConfig, service: str) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(f"{cfg.host}:{cfg.ports.postgres}:{name}:{name}:{password}\n")
     # Single-user mode reads one statement per line; the password is never logged.
-    return f"CREATE ROLE {name} LOGIN PASSWORD '{password}'\nCREATE DATABASE {name} OWNER {name}\n"
+    return (
+        f"CREATE ROLE {name} LOGIN PASSWORD '{password}'\n"
+        f"CREATE DATABASE {name} OWNER {name}\n"
+        # Each service reaches its own database only: it reads no other's tables.
+        f"REVOKE CONNECT ON DATABASE {name} FROM PUBLIC\n"
+    )

@@ -11,7 +11,7 @@ import pytest
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from services.predict_svc import server as predict_server
 from services.predict_svc import training
-from services.predict_svc.model import TrainedModel
+from services.predict_svc.model import TrainedModel, train
 from tests.conftest import channel_to, make_config, serving
 from tests.instances import started_together
 from tests.predict_svc.conftest import TEST_ROWS
@@ -26,7 +26,7 @@ def trainings(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     """Counts real trainings: every call of `train` from `load_or_train` is recorded."""
     calls: list[int | None] = []
     lock = threading.Lock()
-    real: Callable[..., TrainedModel] = training.train
+    real: Callable[..., TrainedModel] = train
 
     def counted(max_rows: int | None, seed: int = 13) -> TrainedModel:
         with lock:
