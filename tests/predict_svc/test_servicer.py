@@ -45,6 +45,7 @@ def test_get_model_returns_it_and_unknown_is_not_found(stack: Stack) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stack.predictions.GetModel(predict_pb2.GetModelRequest(model_id="nope"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" not in str(err.value.details())  # no error message quotes a submitted value
 
 
 def test_predict_needs_a_signed_in_caller(stack: Stack) -> None:
