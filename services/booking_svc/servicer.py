@@ -14,7 +14,7 @@ from services.booking_svc import domain
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
 from services.runtime.context import Principal
-from services.runtime.errors import PermissionDenied, required
+from services.runtime.errors import InvalidArgument, PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
 from services.runtime.upstreams import PredictClient, UserClient, dependency_failed
@@ -94,6 +94,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         )
         self._require_active(caller)
         flight = self._store.get_flight(new.flight_id)
+        domain.check_bookable(flight.flight_id, flight.departure_time, datetime.now(UTC))
         booking, _created = self._store.create_booking(
             user_id=caller.user_id,
             request_id=new.request_id,
@@ -218,4 +219,7 @@ def _datetime(flight: booking_pb2.Flight, field: str) -> datetime | None:
     if not flight.HasField(field):  # type: ignore[arg-type]
         return None
     value: timestamp_pb2.Timestamp = getattr(flight, field)
-    return value.ToDatetime(tzinfo=UTC)
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except ValueError:  # seconds or nanos outside what a Timestamp may hold
+        raise InvalidArgument([(f"flight.{field}", "is not a valid timestamp")]) from None
