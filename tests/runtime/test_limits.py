@@ -143,7 +143,7 @@ def test_a_thirty_thousand_character_id_is_invalid_argument_naming_it(
     assert "xxxx" not in str(err.details())
 
 
-MAX_CHARS_OF = {"flight_id": 64, "booking_id": 64, "user_id": 64, "model_id": 64, "origin": 8}
+MAX_CHARS_OF = {"flight_id": 64, "booking_id": 64, "user_id": 64, "model_id": 64, "origin": 32}
 
 
 def test_a_half_megabyte_flight_id_in_a_booking_is_invalid_argument(stack: Stack) -> None:
