@@ -13,7 +13,7 @@ from services.booking_svc import domain
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
 from services.runtime.context import Principal
-from services.runtime.errors import PermissionDenied, required
+from services.runtime.errors import InvalidArgument, PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
 from services.runtime.upstreams import PredictClient, UserClient
@@ -92,6 +92,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
         flight = self._store.get_flight(new.flight_id)
+        domain.check_bookable(flight.flight_id, flight.departure_time, datetime.now(UTC))
         booking, _created = self._store.create_booking(
             user_id=caller.user_id,
             request_id=new.request_id,
@@ -204,4 +205,7 @@ def _datetime(flight: booking_pb2.Flight, field: str) -> datetime | None:
     if not flight.HasField(field):  # type: ignore[arg-type]
         return None
     value: timestamp_pb2.Timestamp = getattr(flight, field)
-    return value.ToDatetime(tzinfo=UTC)
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except ValueError:  # seconds or nanos outside what a Timestamp may hold
+        raise InvalidArgument([(f"flight.{field}", "is not a valid timestamp")]) from None
