@@ -92,7 +92,6 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
         flight = self._store.get_flight(new.flight_id)
-        domain.check_bookable(flight.flight_id, flight.departure_time, datetime.now(UTC))
         booking, _created = self._store.create_booking(
             user_id=caller.user_id,
             request_id=new.request_id,
@@ -101,6 +100,10 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             passenger_name=new.passenger_name,
             price_for=domain.price_for,
             delay_risk=self._delay_risk(flight),
+            # Judged after the request_id lookup: a retry after departure gets its booking.
+            bookable=lambda departs: domain.check_bookable(
+                new.flight_id, departs, datetime.now(UTC)
+            ),
         )
         # A repeated request_id answers exactly as the first did.
         ctx.created(f"/v1/bookings/{booking.booking_id}")
