@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ import pytest
 from ratelimit.limits import Algorithm, Counts, Limit, decide, load, parse
 from ratelimit.server import LIMITS_FILE
 from services.runtime.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_limits_are_todays_defaults() -> None:
@@ -88,3 +93,20 @@ def test_sliding_window_full_on_its_own_waits_into_the_next_window() -> None:
     decision = decide(SLIDING, Counts(False, 0, 10, elapsed_ms=10_000))
 
     assert decision.reset_seconds == 56
+
+
+def test_the_edge_asks_about_the_shipped_limits_by_name_and_domain(tmp_path: Path) -> None:
+    """One source of names: every limited route's descriptor names a table of limits.toml."""
+    out = tmp_path / "envoy.yaml"
+    subprocess.run(
+        [sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out),
+         "--ratelimit", "127.0.0.1:18081"],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    text = out.read_text()
+    shipped = load(LIMITS_FILE, {})
+
+    asked = set(re.findall(r'"descriptor_value": "([a-z_]+)"', text))
+
+    assert asked == {*shipped.by_name, "api"}
+    assert set(re.findall(r'"domain": "([a-z-]+)"', text)) == {shipped.domain}
