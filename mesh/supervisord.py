@@ -116,7 +116,8 @@ def _ratelimit(cfg: MeshConfig) -> str:
         "GRPC_HOST": cfg.host,
         "GRPC_PORT": str(cfg.ports.ratelimit),
         "METRICS_PORT": "0",
-        "CONSUL_HTTP_ADDR": cfg.consul_addr,
+        # Not registered in Consul: the control plane would make a cluster of it
+        # beside the edge's static one (docs/ratelimit.md: why static).
         "REDIS_URL": f"redis://{cfg.host}:{cfg.ports.redis}/0",
     }
     return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
