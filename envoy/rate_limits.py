@@ -7,8 +7,11 @@ which counts in Redis for all of them. Two instances of Envoy's rate limit filte
 because its failure mode is the filter's, not the route's:
   ratelimit_fail_closed  CreateToken and CreateUser only; the service unreachable
                          means 503 (with Retry-After): no unmetered password guessing
-  ratelimit_fail_open    every other route; the service unreachable means the request
-                         goes on (counted in failure_mode_allowed)
+  ratelimit_fail_open    every other route, only when reads are limited too
+                         (READ_RATE_LIMIT): each read then costs a call to the
+                         service, so by default reads send nothing and cost nothing;
+                         the service unreachable means the request goes on
+                         (counted in failure_mode_allowed)
 docs/ratelimit.md has the stats each one keeps.
 """
 
@@ -72,7 +75,7 @@ def route_config(
     return f"{FAIL_CLOSED}: {json.dumps(per_route)}\n{FAIL_OPEN}: {json.dumps(skip_open)}\n"
 
 
-def _filter(domain: str, *, deny: bool) -> dict[str, object]:
+def _filter(domain: str, *, deny: bool, reads_limited: bool = False) -> dict[str, object]:
     config: dict[str, object] = {
         "@type": TYPE + "extensions.filters.http.ratelimit.v3.RateLimit",
         "domain": domain,
@@ -94,7 +97,7 @@ def _filter(domain: str, *, deny: bool) -> dict[str, object]:
         # Not Envoy's default 500: the limiter is unavailable, not broken, and a
         # 503 carries Retry-After (edge.lua).
         config["status_on_error"] = {"code": "ServiceUnavailable"}
-    else:
+    elif reads_limited:
         config["rate_limits"] = [
             {
                 "actions": [
@@ -106,13 +109,20 @@ def _filter(domain: str, *, deny: bool) -> dict[str, object]:
     return config
 
 
-def filters(domain: str, *, is_global: bool) -> str:
-    """The http_filters entries (YAML list items) of the global filters; none when local."""
+def filters(domain: str, *, is_global: bool, reads_limited: bool = False) -> str:
+    """The http_filters entries (YAML list items) of the global filters; none when local.
+
+    Without `reads_limited` the fail-open filter has no descriptor to send, so it
+    never calls the service: a read costs no round trip.
+    """
     if not is_global:
         return ""
     entries = [
         {"name": FAIL_CLOSED, "typed_config": _filter(domain, deny=True)},
-        {"name": FAIL_OPEN, "typed_config": _filter(domain, deny=False)},
+        {
+            "name": FAIL_OPEN,
+            "typed_config": _filter(domain, deny=False, reads_limited=reads_limited),
+        },
     ]
     return "\n".join(f"- {json.dumps(e)}" for e in entries)
 

@@ -118,6 +118,8 @@ class Settings:
     # The rate limit service's instances; empty means this Envoy counts alone.
     ratelimit: tuple[Address, ...] = ()
     ratelimit_domain: str = "airline-edge"
+    # Reads counted globally too (descriptor `api`): a call to the service per read.
+    reads_limited: bool = False
     edge_timeout_seconds: float = 15.0
     mesh_timeout_seconds: float = 15.0
     per_try_timeout_seconds: float = 10.0
@@ -185,6 +187,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "",
         "rate limit service HOST:PORT[,HOST:PORT]: limits count across every edge "
         "(empty: this Envoy counts alone)",
+    )
+    opt(
+        "--read-limit",
+        ("READ_RATE_LIMIT",),
+        "",
+        "with --ratelimit: every other route counted per client too (limits.toml's `api`; "
+        "empty: reads are not counted and cost no call)",
     )
     opt(
         "--ratelimit-domain",
@@ -289,6 +298,7 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Settings
         signup_window_seconds=int(_positive("--signup-window", args.signup_window)),
         ratelimit=tuple(Address.parse(a) for a in str(args.ratelimit).split(",") if a.strip()),
         ratelimit_domain=str(args.ratelimit_domain),
+        reads_limited=bool(str(args.read_limit).strip()),
         edge_timeout_seconds=_positive("--edge-timeout", args.edge_timeout, float),
         mesh_timeout_seconds=_positive("--mesh-timeout", args.mesh_timeout, float),
         per_try_timeout_seconds=_positive("--per-try-timeout", args.per_try_timeout, float),
@@ -532,7 +542,12 @@ def render(settings: Settings) -> str:
             28,
         ),
         "ratelimit_filters": _block(
-            rate_limits.filters(settings.ratelimit_domain, is_global=bool(settings.ratelimit)), 18
+            rate_limits.filters(
+                settings.ratelimit_domain,
+                is_global=bool(settings.ratelimit),
+                reads_limited=settings.reads_limited,
+            ),
+            18,
         ),
         "ratelimit_cluster": rate_limits.cluster(settings.ratelimit),
         "healthz_clusters": json.dumps(healthz),
