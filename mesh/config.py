@@ -30,6 +30,10 @@ class Ports:
     consul_server: int = 8300
     consul_serf_lan: int = 8301
     consul_serf_wan: int = 8302
+    # Global rate limits: Redis (loopback only) and the rate limit service, at
+    # fixed ports because Envoy reaches the service through a static cluster.
+    redis: int = 6380
+    ratelimit: int = 18081
     # PostgreSQL, when MESH_DATABASE=postgres; not 5432, so a system server may run too.
     postgres: int = 15432
 
@@ -63,6 +67,7 @@ class MeshConfig:
     token_rate_limit: int = 10
     token_rate_window_seconds: int = 60
     service_env: Mapping[str, str] = field(default_factory=dict)
+    ratelimit_env: Mapping[str, str] = field(default_factory=dict)
     up_timeout_seconds: float = 180.0
     # "sqlite" (a file per service under var/db) or "postgres" (a local server).
     database: str = "sqlite"
@@ -94,6 +99,8 @@ class MeshConfig:
             pg_dir=Path(env_str(env, "MESH_PG_DIR", str(var_dir / "pg"))).resolve(),
             # Passed through to every service instance (e.g. BCRYPT_COST in tests).
             service_env={k: v for k, v in env.items() if k in _SERVICE_KEYS},
+            # The rate limit service's overrides of ratelimit/limits.toml.
+            ratelimit_env={k: v for k, v in env.items() if k in _RATELIMIT_KEYS},
         )
 
     @property
@@ -116,5 +123,17 @@ _SERVICE_KEYS = frozenset(
         "CPU_SLOTS",
         "GRPC_MAX_WORKERS",
         "PREDICT_TIMEOUT_SECONDS",
+    }
+)
+_RATELIMIT_KEYS = frozenset(
+    {
+        "TOKEN_RATE_LIMIT",
+        "TOKEN_RATE_WINDOW_SECONDS",
+        "SIGNUP_RATE_LIMIT",
+        "SIGNUP_RATE_WINDOW_SECONDS",
+        "RATELIMIT_LIMITS_FILE",
+        "REDIS_TIMEOUT_SECONDS",
+        "LOG_LEVEL",
+        "CHECK_INTERVAL_SECONDS",
     }
 )

@@ -1,14 +1,16 @@
 """supervisord's configuration for one local mesh: every process, its order and logs.
 
-PostgreSQL (with MESH_DATABASE=postgres) and Consul first, then the control plane,
-then Envoy, then the services; services retry their registration while Consul comes
-up, supervisord restarts one that found its database not yet up, and Envoy keeps
-asking the control plane, so start order is a courtesy, not a dependency.
+PostgreSQL (with MESH_DATABASE=postgres) and Consul first, then Redis, the control
+plane and the rate limit service, then Envoy, then the services; services retry their
+registration while Consul comes up, supervisord restarts one that found its database
+not yet up, and Envoy keeps asking the control plane, so start order is a courtesy,
+not a dependency.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 
@@ -21,7 +23,8 @@ CONSUL = ROOT / ".tools" / "bin" / "consul"
 
 def render(cfg: MeshConfig) -> str:
     """The supervisord.conf text for `cfg`."""
-    blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _envoy(cfg)]
+    blocks = [_header(cfg), _consul(cfg), _redis(cfg), _controlplane(cfg), _ratelimit(cfg)]
+    blocks.append(_envoy(cfg))
     if cfg.database == "postgres":
         blocks.append(_postgres(cfg))
     blocks += [_service(cfg, name) for name in SERVICES]
@@ -117,6 +120,30 @@ def _postgres(cfg: MeshConfig) -> str:
         stopsignal="INT",
         extra=extra,
     )
+
+
+def _redis(cfg: MeshConfig) -> str:
+    # The rate limit counts: loopback only, nothing persisted (a restart forgets
+    # counts of at most one window; docs/ratelimit.md).
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    command = (
+        f"{binary} --bind {cfg.host} --port {cfg.ports.redis} --protected-mode yes"
+        f" --save '' --appendonly no --dir {cfg.var_dir}"
+    )
+    return _program("redis", command, cfg, priority=15)
+
+
+def _ratelimit(cfg: MeshConfig) -> str:
+    env = {
+        **cfg.ratelimit_env,
+        "GRPC_HOST": cfg.host,
+        "GRPC_PORT": str(cfg.ports.ratelimit),
+        "METRICS_PORT": "0",
+        # Not registered in Consul: the control plane would make a cluster of it
+        # beside the edge's static one (docs/ratelimit.md: why static).
+        "REDIS_URL": f"redis://{cfg.host}:{cfg.ports.redis}/0",
+    }
+    return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
 
 
 def _controlplane(cfg: MeshConfig) -> str:

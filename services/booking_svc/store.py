@@ -162,6 +162,8 @@ class BookingRecord:
 
 
 PriceFor = Callable[[SeatClass, int], int]
+# Judges a new booking by its flight's departure time; raises to refuse it.
+Bookable = Callable[[datetime], None]
 
 
 class BookingStore:
@@ -245,12 +247,15 @@ class BookingStore:
         passenger_name: str,
         price_for: PriceFor,
         delay_risk: float | None,
+        bookable: Bookable = lambda _departs: None,
     ) -> tuple[BookingRecord, bool]:
         """Books a seat, or returns the booking this (user, request_id) already made.
 
         Returns (booking, created). A repeated request_id returns the first booking
         even when the other fields differ, as the contract promises: a retry must
         see the outcome of its first attempt, whatever the client changed since.
+        `bookable` judges a new booking by the flight's departure time (raising to
+        refuse it) after that lookup: a retry after departure still gets its booking.
         Raises FlightNotFound, or SoldOut when no seat is left.
         """
         try:
@@ -258,7 +263,8 @@ class BookingStore:
                 found = _by_request(conn, user_id, request_id)
                 if found is not None:
                     return found, False
-                base = _take_seat(conn, flight_id)
+                base, departs = _take_seat(conn, flight_id)
+                bookable(departs)  # raising rolls the seat back with the transaction
                 values = {
                     "booking_id": str(uuid.uuid4()),
                     "user_id": user_id,
@@ -350,16 +356,16 @@ class BookingStore:
             conn.execute(select(func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
 
 
-def _take_seat(conn: Connection, flight_id: str) -> int:
-    """Takes one seat in the caller's transaction and returns the flight's fare."""
-    base = conn.execute(
+def _take_seat(conn: Connection, flight_id: str) -> tuple[int, datetime]:
+    """Takes one seat in the caller's transaction; the flight's fare and departure time."""
+    row = conn.execute(
         update(FLIGHTS)
         .where(FLIGHTS.c.flight_id == flight_id, FLIGHTS.c.seats_available > 0)
         .values(seats_available=FLIGHTS.c.seats_available - 1)
-        .returning(FLIGHTS.c.price_cents)
-    ).scalar()
-    if base is not None:
-        return int(base)
+        .returning(FLIGHTS.c.price_cents, FLIGHTS.c.departure_time)
+    ).first()
+    if row is not None:
+        return int(row.price_cents), row.departure_time
     exists = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
     raise SoldOut(flight_id) if exists.first() is not None else FlightNotFound(flight_id)
 

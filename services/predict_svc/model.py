@@ -70,7 +70,7 @@ FEATURES: tuple[Feature, ...] = (
         "scheduled_departure",
         "TIMESTAMP",
         'Scheduled departure as an RFC 3339 timestamp with an offset or "Z", '
-        'e.g. "2013-07-04T17:30:00-04:00".',
+        'e.g. "2013-07-04T17:30:00-04:00", from 2000-01-01 to 2099-12-31 (UTC).',
     ),
 )
 _NAMES = frozenset(feature.name for feature in FEATURES)
@@ -79,6 +79,11 @@ _PATTERNS = {
     "origin": (re.compile(r"[A-Z]{3}"), "must be a three-letter upper-case IATA code"),
     "destination": (re.compile(r"[A-Z]{3}"), "must be a three-letter upper-case IATA code"),
 }
+# Scheduled departures the model answers for: the window booking-svc's flights keep.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""Exclusive."""
+_WINDOW = "from 2000-01-01 to 2099-12-31 (UTC)"
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
@@ -135,7 +140,10 @@ def _check_value(feature: Feature, value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string"
     if feature.type == "TIMESTAMP":
-        return None if _parse_timestamp(value) else "must be an RFC 3339 timestamp with an offset"
+        parsed = _parse_timestamp(value)
+        if parsed is None:
+            return "must be an RFC 3339 timestamp with an offset"
+        return None if EARLIEST <= parsed < LATEST else f"must be a time {_WINDOW}"
     pattern, rule = _PATTERNS[feature.name]
     return None if pattern.fullmatch(value) else rule
 

@@ -67,7 +67,7 @@ class PredictionServicer(predict_pb2_grpc.PredictionServiceServicer):
             raise InvalidArgument([("model_id", "required")])
         model = self._models.get(model_id)
         if model is None:
-            raise NotFound(f"model {model_id!r} not found")
+            raise NotFound("model not found", metadata={"model_id": model_id})
         return model
 
 

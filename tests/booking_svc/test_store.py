@@ -22,6 +22,7 @@ from services.booking_svc.domain import (
     BookingNotFound,
     BookingState,
     FlightCursor,
+    FlightDeparted,
     FlightFilters,
     FlightNotFound,
     NewFlight,
@@ -328,6 +329,43 @@ def test_same_request_id_for_another_flight_returns_first_booking(store: Booking
     again, created = book(store, other.flight_id)
     assert (again, created) == (first, False)
     assert store.get_flight(other.flight_id).seats_available == other.seats_total
+
+
+def _departed(departs: datetime) -> None:
+    raise FlightDeparted("f")
+
+
+def test_a_retry_after_departure_returns_the_first_booking(store: BookingStore) -> None:
+    """The departure rule judges new bookings only: a retry still sees its outcome."""
+    flight = store.create_flight(new_flight())
+    first, _ = book(store, flight.flight_id)
+    again, created = store.create_booking(
+        user_id="u-1",
+        request_id="r-1",
+        flight_id=flight.flight_id,
+        seat_class=SeatClass.ECONOMY,
+        passenger_name="Ada Lovelace",
+        price_for=price_for,
+        delay_risk=None,
+        bookable=_departed,
+    )
+    assert (again, created) == (first, False)
+
+
+def test_a_refused_new_booking_takes_no_seat(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    with pytest.raises(FlightDeparted):
+        store.create_booking(
+            user_id="u-1",
+            request_id="r-new",
+            flight_id=flight.flight_id,
+            seat_class=SeatClass.ECONOMY,
+            passenger_name="Ada Lovelace",
+            price_for=price_for,
+            delay_risk=None,
+            bookable=_departed,
+        )
+    assert store.get_flight(flight.flight_id).seats_available == flight.seats_total
 
 
 def test_same_request_id_from_another_user_is_another_booking(store: BookingStore) -> None:

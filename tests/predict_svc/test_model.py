@@ -206,3 +206,13 @@ def test_bytes_round_trip_gives_the_same_predictions(
     loaded = TrainedModel.from_bytes(trained_model.to_bytes())
     assert loaded.version == trained_model.version
     assert np.array_equal(loaded.predict_proba(rows), trained_model.predict_proba(rows))
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59Z", "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z"]
+)
+def test_departure_outside_the_window_is_named(instance: dict[str, object], when: str) -> None:
+    instance["scheduled_departure"] = when
+    ((field, description),) = [(v.field, v.description) for v in _violations(instance)]
+    assert field == "instances[0].scheduled_departure"
+    assert "2000-01-01" in description
