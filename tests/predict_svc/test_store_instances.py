@@ -56,4 +56,3 @@ def test_instances_starting_together_train_once_and_serve_one_version(
     assert trainings == [TEST_ROWS]
     assert all(response == served[0] for response in served)
     assert served[0].models[0].version
-
