@@ -67,15 +67,31 @@ def route_config(
             {"actions": [{"generic_key": {"descriptor_value": name}}, {"remote_address": {}}]}
         ],
     }
-    # Asked once, by the filter that fails closed.
-    skip_open = {
-        "@type": TYPE + "config.route.v3.FilterConfig",
-        "disabled": True,
+    # Asked once, by the filter that fails closed: the fail-open filter has no
+    # descriptor here. (A per-route `disabled` would not do: Envoy decides which
+    # filters are disabled by the route before transcoding, the REST one.)
+    return f"{FAIL_CLOSED}: {json.dumps(per_route)}\n"
+
+
+def read_route_config(*, is_global: bool, reads_limited: bool) -> str:
+    """The typed_per_filter_config (a JSON object) of the other public routes."""
+    if not (is_global and reads_limited):
+        return "{}"
+    per_route = {
+        "@type": TYPE + "extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+        "rate_limits": [
+            {
+                "actions": [
+                    {"generic_key": {"descriptor_value": OTHER_ROUTES}},
+                    {"remote_address": {}},
+                ]
+            }
+        ],
     }
-    return f"{FAIL_CLOSED}: {json.dumps(per_route)}\n{FAIL_OPEN}: {json.dumps(skip_open)}\n"
+    return json.dumps({FAIL_OPEN: per_route})
 
 
-def _filter(domain: str, *, deny: bool, reads_limited: bool = False) -> dict[str, object]:
+def _filter(domain: str, *, deny: bool) -> dict[str, object]:
     config: dict[str, object] = {
         "@type": TYPE + "extensions.filters.http.ratelimit.v3.RateLimit",
         "domain": domain,
@@ -97,32 +113,20 @@ def _filter(domain: str, *, deny: bool, reads_limited: bool = False) -> dict[str
         # Not Envoy's default 500: the limiter is unavailable, not broken, and a
         # 503 carries Retry-After (edge.lua).
         config["status_on_error"] = {"code": "ServiceUnavailable"}
-    elif reads_limited:
-        config["rate_limits"] = [
-            {
-                "actions": [
-                    {"generic_key": {"descriptor_value": OTHER_ROUTES}},
-                    {"remote_address": {}},
-                ]
-            }
-        ]
     return config
 
 
-def filters(domain: str, *, is_global: bool, reads_limited: bool = False) -> str:
+def filters(domain: str, *, is_global: bool) -> str:
     """The http_filters entries (YAML list items) of the global filters; none when local.
 
-    Without `reads_limited` the fail-open filter has no descriptor to send, so it
-    never calls the service: a read costs no round trip.
+    Neither has descriptors of its own: routes give them theirs (route_config,
+    read_route_config), so a route without one costs no call to the service.
     """
     if not is_global:
         return ""
     entries = [
         {"name": FAIL_CLOSED, "typed_config": _filter(domain, deny=True)},
-        {
-            "name": FAIL_OPEN,
-            "typed_config": _filter(domain, deny=False, reads_limited=reads_limited),
-        },
+        {"name": FAIL_OPEN, "typed_config": _filter(domain, deny=False)},
     ]
     return "\n".join(f"- {json.dumps(e)}" for e in entries)
 

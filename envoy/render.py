@@ -541,12 +541,11 @@ def render(settings: Settings) -> str:
             ),
             28,
         ),
+        "read_ratelimit": rate_limits.read_route_config(
+            is_global=bool(settings.ratelimit), reads_limited=settings.reads_limited
+        ),
         "ratelimit_filters": _block(
-            rate_limits.filters(
-                settings.ratelimit_domain,
-                is_global=bool(settings.ratelimit),
-                reads_limited=settings.reads_limited,
-            ),
+            rate_limits.filters(settings.ratelimit_domain, is_global=bool(settings.ratelimit)),
             18,
         ),
         "ratelimit_cluster": rate_limits.cluster(settings.ratelimit),

@@ -107,12 +107,12 @@ def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -
     assert 'local API_PREFIXES = {"/v1/"}' in text
 
 
-def _fail_open_filter(config: Path) -> dict[str, object]:
+def _route_configs(config: Path) -> list[dict[str, object]]:
     document = yaml.safe_load(config.read_text())
     [edge] = [x for x in document["static_resources"]["listeners"] if x["name"] == "edge"]
     manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
-    [found] = [f for f in manager["http_filters"] if f["name"] == "ratelimit_fail_open"]
-    return dict(found["typed_config"])
+    [host] = manager["route_config"]["virtual_hosts"]
+    return [dict(r.get("typed_per_filter_config") or {}) for r in host["routes"]]
 
 
 def test_reads_cost_no_rate_limit_call_unless_they_are_limited(tmp_path: Path) -> None:
@@ -120,7 +120,9 @@ def test_reads_cost_no_rate_limit_call_unless_they_are_limited(tmp_path: Path) -
     out = tmp_path / "envoy.yaml"
     assert render(out, "--ratelimit", "127.0.0.1:18081").returncode == 0
     assert envoy_accepts(out).returncode == 0
-    assert "rate_limits" not in _fail_open_filter(out)
+    assert not any("ratelimit_fail_open" in c for c in _route_configs(out))
     assert render(out, "--ratelimit", "127.0.0.1:18081", "--read-limit", "600").returncode == 0
     assert envoy_accepts(out).returncode == 0
-    assert _fail_open_filter(out)["rate_limits"]
+    limited = [c for c in _route_configs(out) if "ratelimit_fail_open" in c]
+    assert len(limited) == 4  # the four public services' other methods
+    assert not any("ratelimit_fail_closed" in c for c in limited)
