@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import httpx
 
-from bench import loadgen, procs
-from bench.hops import Mesh, free_ports, load_average, running_mesh, sign_in
+from bench import loadgen, procs, twin
+from bench.hops import Mesh, load_average, running_mesh, sign_in
 from bench.loadgen import Load, Result
 from mesh.config import ROOT
 
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     with (
         running_mesh(args.instances, env) as mesh,
         tempfile.TemporaryDirectory() as work,
-        running_twin(mesh, args.instances) as twin,
+        running_twin(mesh, args.instances) as fastapi_twin,
     ):
-        results = bench(mesh, twin, args, load, Path(work))
+        results = bench(mesh, fastapi_twin, args, load, Path(work))
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
@@ -91,28 +91,27 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def running_twin(mesh: Mesh, workers: int) -> Iterator[Target]:
-    """The FastAPI twin under uvicorn on a free port; stopped by its PID at the end."""
-    port = free_ports(1)[0]
+    """The FastAPI twin: `workers` uvicorn processes on one socket, stopped by PID."""
     database = f"sqlite:///{mesh.var_dir / 'db' / 'booking-svc.db'}"
-    command = [sys.executable, "-m", "uvicorn", "bench.twin:create_app", "--factory"]
-    command += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log"]
-    twin = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, "TWIN_DATABASE_URL": database},
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    sock = twin.listening_socket()
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=twin.serve, args=(sock, database)) for _ in range(workers)]
     try:
-        base = f"http://127.0.0.1:{port}"
+        for process in processes:
+            process.start()
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         wait_until(lambda: _answers(f"{base}/v1/flights?page_size=1"), TWIN_START_SECONDS)
-        # uvicorn's master forks its workers; they do the work.
-        yield Target("twin", base, {"twin": procs.children(twin.pid)})
+        yield Target("twin", base, {"twin": [p.pid for p in processes if p.pid is not None]})
     finally:
-        twin.terminate()
-        try:
-            twin.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            twin.kill()
-            twin.wait(timeout=30)
+        for process in processes:
+            if process.pid is not None:
+                process.terminate()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=30)
+        sock.close()
 
 
 def _answers(url: str) -> bool:
@@ -131,7 +130,7 @@ def wait_until(ready: Callable[[], bool], seconds: float) -> None:
 
 
 def bench(
-    mesh: Mesh, twin: Target, args: argparse.Namespace, load: Load, work: Path
+    mesh: Mesh, twin_target: Target, args: argparse.Namespace, load: Load, work: Path
 ) -> dict[str, object]:
     edge_url = f"http://127.0.0.1:{mesh.ports.edge}"
     with httpx.Client(base_url=edge_url, timeout=30) as http:
@@ -144,8 +143,8 @@ def bench(
         edge_url,
         {"envoy": [envoy], "services": [p for pids in service_pids.values() for p in pids]},
     )
-    same_bytes(edge, twin, ids[:20])
-    idle = idle_rss(mesh, service_pids, twin)
+    same_bytes(edge, twin_target, ids[:20])
+    idle = idle_rss(mesh, service_pids, twin_target)
     print_setup(load, args, len(ids))
     one = Load(seconds=min(load.seconds, 3), in_flight=1, core=load.core)
     scripts = {
@@ -155,7 +154,7 @@ def bench(
     }
     runs: dict[str, dict[str, list[Run]]] = {name: {"edge": [], "twin": []} for name in scripts}
     for round_ in range(args.rounds):
-        sides = (edge, twin) if round_ % 2 == 0 else (twin, edge)
+        sides = (edge, twin_target) if round_ % 2 == 0 else (twin_target, edge)
         for name, (script, run_load) in scripts.items():
             for side in sides:
                 measured = measure(side, script, run_load, work)
@@ -192,17 +191,17 @@ def instance_pids(mesh: Mesh, service: str) -> list[int]:
     ]
 
 
-def same_bytes(edge: Target, twin: Target, ids: list[str]) -> None:
+def same_bytes(edge: Target, other: Target, ids: list[str]) -> None:
     """The twin must answer exactly what the edge answers, or the comparison is void."""
     paths = [f"/v1/flights/{flight_id}" for flight_id in ids] + ["/v1/flights?page_size=20"]
     for path in paths:
         ours = httpx.get(edge.base_url + path, timeout=10).raise_for_status().content
-        theirs = httpx.get(twin.base_url + path, timeout=10).raise_for_status().content
+        theirs = httpx.get(other.base_url + path, timeout=10).raise_for_status().content
         if ours != theirs:
             raise RuntimeError(f"twin differs from the edge on {path}:\n{ours!r}\n{theirs!r}")
 
 
-def idle_rss(mesh: Mesh, service_pids: dict[str, list[int]], twin: Target) -> dict[str, float]:
+def idle_rss(mesh: Mesh, service_pids: dict[str, list[int]], other: Target) -> dict[str, float]:
     found = {
         f"{name} #{i + 1}": procs.rss_mib(pid)
         for name, pids in service_pids.items()
@@ -210,7 +209,7 @@ def idle_rss(mesh: Mesh, service_pids: dict[str, list[int]], twin: Target) -> di
     }
     found["envoy"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.admin))
     found["controlplane"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.xds))
-    for i, pid in enumerate(twin.pids["twin"]):
+    for i, pid in enumerate(other.pids["twin"]):
         found[f"twin worker #{i + 1}"] = procs.rss_mib(pid)
     return found
 
