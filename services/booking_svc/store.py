@@ -56,7 +56,7 @@ from services.booking_svc.domain import (
     from_epoch_us,
     to_epoch_us,
 )
-from services.runtime.db import reader
+from services.runtime.db import Writes, reader
 
 # Serialises schema creation and seeding across instances sharing one PostgreSQL.
 _PG_SCHEMA_LOCK = 0x_B00C_1A6
@@ -172,6 +172,7 @@ class BookingStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._reader = reader(engine)
+        self._writes = Writes(engine)
         self._postgres = engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
@@ -181,7 +182,7 @@ class BookingStore:
 
     def create_schema(self) -> None:
         """Creates missing tables and indexes; instances may call it at the same time."""
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             self._lock_schema(conn)
             Base.metadata.create_all(conn)
 
@@ -193,7 +194,7 @@ class BookingStore:
         rows are built only then: a restart of a seeded service reads no seed data.
         """
         now = datetime.now(UTC)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             self._lock_schema(conn)
             if conn.execute(select(FLIGHTS.c.flight_id).limit(1)).first() is not None:
                 return 0
@@ -204,7 +205,7 @@ class BookingStore:
 
     def create_flight(self, new: NewFlight) -> FlightRecord:
         values = _flight_values(new, datetime.now(UTC))
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(insert(FLIGHTS).values(values))
         return FlightRecord(**values)
 
@@ -257,7 +258,7 @@ class BookingStore:
         Raises FlightNotFound, or SoldOut when no seat is left.
         """
         try:
-            with self._engine.begin() as conn:
+            with self._writes.begin() as conn:
                 found = _by_request(conn, user_id, request_id)
                 if found is not None:
                     return found, False
@@ -323,7 +324,7 @@ class BookingStore:
         ]
         if owner is not None:
             condition.append(BOOKINGS.c.user_id == owner)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             cancelled = conn.execute(
                 update(BOOKINGS)
                 .where(*condition)

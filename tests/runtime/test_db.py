@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from services.runtime.db import make_engine, ping, reader
+from services.runtime.db import Writes, make_engine, ping, reader
 
 # How long a read may take before we call it stuck behind the write lock; far below
 # the 30 s busy timeout a queued BEGIN IMMEDIATE would wait.
@@ -89,3 +89,31 @@ def test_write_transaction_takes_the_write_lock_at_begin(engine: Engine, databas
 
 def test_reader_shares_the_engines_pool(engine: Engine) -> None:
     assert reader(engine).pool is engine.pool
+
+
+def test_writers_of_one_process_take_turns(engine: Engine) -> None:
+    """A second writer queues on the process's turn instead of polling SQLite's lock."""
+    writes = Writes(engine, wait_seconds=0.05)
+    with writes.begin() as conn:
+        conn.execute(text("UPDATE seats SET free = free - 1"))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(lambda: writes.begin().__enter__())
+            with pytest.raises(TimeoutError, match="no turn to write"):
+                waiting.result(timeout=STUCK_SECONDS)
+    with writes.begin() as conn:
+        conn.execute(text("UPDATE seats SET free = free - 1"))
+    assert read_free(engine) == 8
+
+
+def test_failed_write_gives_the_turn_back(engine: Engine) -> None:
+    writes = Writes(engine, wait_seconds=0.05)
+
+    def failing_write() -> None:
+        with writes.begin() as conn:
+            conn.execute(text("UPDATE seats SET free = 0"))
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        failing_write()
+    with writes.begin() as conn:
+        assert conn.execute(text("SELECT free FROM seats")).scalar_one() == 10
