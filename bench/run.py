@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=2, help="booking-svc instances")
     parser.add_argument("--core", type=int, default=1, help="the core wrk is pinned to")
     parser.add_argument("--flights", type=int, default=2000, help="distinct flight ids used")
+    # Training on all 336,776 flights can outlast `mesh up`'s 180 s on a busy machine.
     parser.add_argument(
-        "--train-rows", type=int, default=0, help="PREDICT_TRAIN_ROWS (0: all flights)"
+        "--train-rows", type=int, default=20000, help="PREDICT_TRAIN_ROWS (0: all flights)"
     )
     args = parser.parse_args(argv)
     if missing := loadgen.missing_tools():
@@ -138,11 +139,7 @@ def bench(
         ids = flight_ids(http, args.flights)
     service_pids = {name: instance_pids(mesh, name) for name in SERVICES}
     envoy = procs.pid_listening_on(mesh.ports.admin)
-    edge = Target(
-        "edge",
-        edge_url,
-        {"envoy": [envoy], "services": [p for pids in service_pids.values() for p in pids]},
-    )
+    edge = Target("edge", edge_url, {"envoy": [envoy], **service_pids})
     same_bytes(edge, twin_target, ids[:20])
     idle = idle_rss(mesh, service_pids, twin_target)
     print_setup(load, args, len(ids))
@@ -274,10 +271,10 @@ def _lua_list(items: list[str]) -> str:
 
 def brief(run: Run) -> str:
     r = run.result
-    cpu = " ".join(f"{group} {us:,.0f} us/req" for group, us in run.cpu_us.items())
+    cpu = " ".join(f"{group.removesuffix('-svc')} {us:,.0f}" for group, us in run.cpu_us.items())
     return (
         f"{r.rps:8.0f} req/s  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:7.1f} ms  "
-        f"errors {r.errors}  {cpu}"
+        f"errors {r.errors}  CPU us/req: {cpu}"
     )
 
 
@@ -336,6 +333,8 @@ def _summary(runs: list[Run]) -> dict[str, float]:
     }
     for group in runs[0].cpu_us:
         summary[f"cpu_us_{group}"] = float(statistics.median(r.cpu_us[group] for r in runs))
+    if "envoy" in runs[0].cpu_us:
+        summary["cpu_us_services"] = sum(summary[f"cpu_us_{name}"] for name in SERVICES)
     return summary
 
 
@@ -349,8 +348,17 @@ def print_setup(load: Load, args: argparse.Namespace, flights: int) -> None:
     )
 
 
+def _split(row: dict[str, float]) -> str:
+    if "cpu_us_envoy" not in row:
+        return ""
+    return " (" + "/".join(f"{row[f'cpu_us_{name}']:,.0f}" for name in SERVICES) + ")"
+
+
 def print_table(rows: dict[str, dict[str, float]], idle: dict[str, float]) -> None:
-    print("\n| run | req/s | p50 ms | p99 ms | errors | Envoy CPU us/req | service CPU us/req |")
+    print(
+        "\n| run | req/s | p50 ms | p99 ms | errors | Envoy CPU us/req "
+        "| service CPU us/req (auth/user/booking/predict) |"
+    )
     print("|---|--:|--:|--:|--:|--:|--:|")
     for name, row in rows.items():
         service = row.get("cpu_us_services", row.get("cpu_us_twin", float("nan")))
@@ -358,7 +366,7 @@ def print_table(rows: dict[str, dict[str, float]], idle: dict[str, float]) -> No
         print(
             f"| {name} | {row['rps']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
             f"| {row['errors']:.0f} | {'-' if envoy is None else f'{envoy:,.0f}'} "
-            f"| {service:,.0f} |"
+            f"| {service:,.0f}{_split(row)} |"
         )
     print("\n| process (idle) | RSS MiB |\n|---|--:|")
     for name, mib in idle.items():
