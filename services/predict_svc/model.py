@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
@@ -36,6 +36,9 @@ COLUMNS = [*CATEGORICAL, "month", "day_of_week", "hour", "distance"]
 ESTIMATOR = {"class": "HistGradientBoostingClassifier", "max_iter": 300}
 # Rows predicted between two looks at the caller's deadline.
 DEADLINE_CHUNK = 100
+# Probabilities remembered per model, by (carrier, origin, destination, month, weekday,
+# hour): every booking of a flight asks the same question. About 2 MiB when full.
+CACHE_SIZE = 16_384
 # Marks (and versions) the artifact format; a pickle of the old format is refused.
 _MAGIC = b"flight-delay-arrays-1\n"
 DESCRIPTION = (
@@ -181,6 +184,12 @@ class TrainedModel:
     default_distance: float
     model_id: str = MODEL_ID
 
+    # Feature key -> probability; bounded by CACHE_SIZE, emptied when full. Threads
+    # share it: a lost race computes the same value twice, nothing worse.
+    _cache: dict[tuple[str, str, str, int, int, int], float] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
     def predict_proba(
         self, rows: list[Instance], time_left: Callable[[], float] | None = None
     ) -> Floats:
@@ -194,25 +203,39 @@ class TrainedModel:
         for start in range(0, len(rows), DEADLINE_CHUNK):
             if time_left is not None and time_left() <= 0:
                 raise DeadlineExceeded("the caller's deadline passed before the prediction")
-            chunk = rows[start : start + DEADLINE_CHUNK]
-            out[start : start + len(chunk)] = self.trees.probability(self.features(chunk))
+            keys = [_key(row) for row in rows[start : start + DEADLINE_CHUNK]]
+            out[start : start + len(keys)] = self._probabilities(keys)
         return out
 
-    def features(self, rows: list[Instance]) -> Floats:
-        """The estimator's input, one row per instance, columns in `COLUMNS` order."""
-        x = np.empty((len(rows), len(COLUMNS)), dtype=np.float64)
+    @property
+    def cached(self) -> int:
+        """How many feature keys have a remembered probability."""
+        return len(self._cache)
+
+    def _probabilities(self, keys: list[tuple[str, str, str, int, int, int]]) -> list[float]:
+        found = [self._cache.get(key) for key in keys]
+        missing = [i for i, known in enumerate(found) if known is None]
+        if missing:
+            fresh = self.trees.probability(self._features([keys[i] for i in missing]))
+            if len(self._cache) + len(missing) > CACHE_SIZE:
+                self._cache.clear()
+            for i, probability in zip(missing, fresh.tolist(), strict=True):
+                found[i] = self._cache[keys[i]] = probability
+        return [known for known in found if known is not None]
+
+    def _features(self, keys: list[tuple[str, str, str, int, int, int]]) -> Floats:
+        """The estimator's input, one row per key, columns in `COLUMNS` order."""
+        x = np.empty((len(keys), len(COLUMNS)), dtype=np.float64)
         carriers, origins, destinations = (self.codes[name] for name in CATEGORICAL)
-        for i, row in enumerate(rows):
-            when = row["scheduled_departure"].astimezone(NEW_YORK)
-            route = (row["origin"], row["destination"])
+        for i, (carrier, origin, destination, month, weekday, hour) in enumerate(keys):
             x[i] = (
-                carriers.get(row["carrier"], math.nan),
-                origins.get(row["origin"], math.nan),
-                destinations.get(row["destination"], math.nan),
-                when.month,
-                when.weekday(),
-                when.hour,
-                self.routes.get(route, self.default_distance),
+                carriers.get(carrier, math.nan),
+                origins.get(origin, math.nan),
+                destinations.get(destination, math.nan),
+                month,
+                weekday,
+                hour,
+                self.routes.get((origin, destination), self.default_distance),
             )
         return x
 
@@ -250,6 +273,19 @@ class TrainedModel:
             default_distance=float(header["default_distance"]),
             model_id=header["model_id"],
         )
+
+
+def _key(row: Instance) -> tuple[str, str, str, int, int, int]:
+    """What the model sees of an instance: its departure read in New York time."""
+    when = row["scheduled_departure"].astimezone(NEW_YORK)
+    return (
+        row["carrier"],
+        row["origin"],
+        row["destination"],
+        when.month,
+        when.weekday(),
+        when.hour,
+    )
 
 
 def model_version(max_rows: int | None, seed: int) -> str:

@@ -14,6 +14,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from services.predict_svc.model import (
+    CACHE_SIZE,
     COLUMNS,
     DEADLINE_CHUNK,
     NEW_YORK,
@@ -76,6 +77,29 @@ def test_arrays_give_the_pipelines_probabilities_on_the_holdout(fitted: Fitted) 
     x = np.column_stack([*codes, *(holdout[name].to_numpy(float) for name in COLUMNS[3:])])
     expected = pipeline.predict_proba(holdout)[:, 1]
     np.testing.assert_allclose(model.trees.probability(x), expected, rtol=0, atol=1e-9)
+
+
+def test_remembered_probabilities_equal_fresh_ones(fitted: Fitted) -> None:
+    model, _, _ = fitted
+    rows = many_instances(3000)
+    fresh = TrainedModel.from_bytes(model.to_bytes())
+    first = fresh.predict_proba(rows)
+    assert 0 < fresh.cached <= len(rows)
+    assert np.array_equal(fresh.predict_proba(rows), first)
+
+
+def test_the_same_flight_is_computed_once(trained_model: TrainedModel) -> None:
+    fresh = TrainedModel.from_bytes(trained_model.to_bytes())
+    rows = many_instances(1) * 50
+    assert len(set(fresh.predict_proba(rows).tolist())) == 1
+    assert fresh.cached == 1
+
+
+def test_the_cache_stays_bounded(trained_model: TrainedModel) -> None:
+    """More distinct flights than the cache holds (every instance here is one) empty it."""
+    fresh = TrainedModel.from_bytes(trained_model.to_bytes())
+    fresh.predict_proba(many_instances(CACHE_SIZE + 2 * DEADLINE_CHUNK))
+    assert 0 < fresh.cached <= 2 * DEADLINE_CHUNK
 
 
 def test_trees_split_on_categories(trained_model: TrainedModel) -> None:
