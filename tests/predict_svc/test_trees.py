@@ -99,7 +99,8 @@ def test_the_cache_stays_bounded(trained_model: TrainedModel) -> None:
     """More distinct flights than the cache holds (every instance here is one) empty it."""
     fresh = TrainedModel.from_bytes(trained_model.to_bytes())
     fresh.predict_proba(many_instances(CACHE_SIZE + 2 * DEADLINE_CHUNK))
-    assert 0 < fresh.cached <= 2 * DEADLINE_CHUNK
+    # Emptied once full: only the instances after that are remembered.
+    assert 0 < fresh.cached < CACHE_SIZE // 2
 
 
 def test_trees_split_on_categories(trained_model: TrainedModel) -> None:
