@@ -1,12 +1,17 @@
 """Brings up the served model: the stored artifact when there is one, else a fresh one.
 
 A fresh database trains once, by one instance, while the others starting with it wait;
-every later start, on any instance, loads that artifact.
+every later start, on any instance, loads that artifact. Training runs in a child
+process: pandas, scikit-learn and the training data (a few hundred MiB) leave with it,
+and the serving process keeps only the model's arrays.
 """
 
 from __future__ import annotations
 
-from services.predict_svc.model import MODEL_ID, TrainedModel, model_version, train
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+from services.predict_svc.model import MODEL_ID, TrainedModel, model_version
 from services.predict_svc.store import ModelStore
 
 
@@ -26,8 +31,23 @@ def load_or_train(store: ModelStore, max_rows: int | None, seed: int = 13) -> Tr
         found = store.get(MODEL_ID, version)
         if found is not None:
             return found
-        store.save(train(max_rows, seed))
+        store.save(train_apart(max_rows, seed))
     saved = store.get(MODEL_ID, version)
     if saved is None:
         raise RuntimeError(f"{MODEL_ID} {version} was saved but cannot be read back")
     return saved
+
+
+def train_apart(max_rows: int | None, seed: int = 13) -> TrainedModel:
+    """`fitting.train` in a fresh child process (spawned: no copy of our threads or heap)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+        artifact = child.submit(_train_to_bytes, max_rows, seed).result()
+    return TrainedModel.from_bytes(artifact)
+
+
+def _train_to_bytes(max_rows: int | None, seed: int) -> bytes:
+    # Imported here, in the child: the serving process must never load scikit-learn.
+    from services.predict_svc.fitting import train
+
+    return train(max_rows, seed).to_bytes()

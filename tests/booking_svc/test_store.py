@@ -441,3 +441,28 @@ def test_bookings_are_listed_newest_first_per_user_in_pages(store: BookingStore)
             break
     assert pages == [b for b in newest_first if b.user_id == "u-0"]
     assert store.list_bookings(None, None, 100) == (newest_first, None)
+
+
+def test_reads_answer_while_another_instance_holds_an_uncommitted_booking(
+    store: BookingStore, open_store: Callable[[], BookingStore], database_url: str
+) -> None:
+    """Reads see the last committed seats instead of queueing behind a writer's lock."""
+    flight = store.create_flight(new_flight(seats=5))
+    reading = open_store()
+    writer = make_engine(database_url)
+    try:
+        with writer.begin() as conn, ThreadPoolExecutor(max_workers=1) as pool:
+            conn.execute(
+                update(FLIGHTS)
+                .where(FLIGHTS.c.flight_id == flight.flight_id)
+                .values(seats_available=FLIGHTS.c.seats_available - 1)
+            )
+            seen = pool.submit(reading.get_flight, flight.flight_id).result(timeout=10)
+            page = pool.submit(
+                reading.list_flights, FlightFilters(), parse_order_by(""), None, 20
+            ).result(timeout=10)
+        assert seen.seats_available == 5
+        assert [f.flight_id for f in page[0]] == [flight.flight_id]
+        assert store.get_flight(flight.flight_id).seats_available == 4
+    finally:
+        writer.dispose()

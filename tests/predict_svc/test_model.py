@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from services.predict_svc.fitting import train
 from services.predict_svc.model import (
     FEATURES,
     MODEL_ID,
     TrainedModel,
     Violation,
     model_version,
-    train,
     validate_instances,
 )
 from tests.predict_svc.conftest import TEST_ROWS
