@@ -11,7 +11,7 @@ import pytest
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from services.predict_svc import server as predict_server
 from services.predict_svc import training
-from services.predict_svc.model import TrainedModel, train
+from services.predict_svc.model import TrainedModel
 from tests.conftest import channel_to, make_config, serving
 from tests.instances import started_together
 from tests.predict_svc.conftest import TEST_ROWS
@@ -23,17 +23,17 @@ INSTANCES = 3
 
 @pytest.fixture
 def trainings(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """Counts real trainings: every call of `train` from `load_or_train` is recorded."""
+    """Counts real trainings: every call of `train_apart` from `load_or_train` is recorded."""
     calls: list[int | None] = []
     lock = threading.Lock()
-    real: Callable[..., TrainedModel] = train
+    real: Callable[..., TrainedModel] = training.train_apart
 
     def counted(max_rows: int | None, seed: int = 13) -> TrainedModel:
         with lock:
             calls.append(max_rows)
         return real(max_rows, seed)
 
-    monkeypatch.setattr(training, "train", counted)
+    monkeypatch.setattr(training, "train_apart", counted)
     return calls
 
 
