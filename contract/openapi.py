@@ -53,7 +53,9 @@ _REASONS = {
     404: "No such resource (or another user's).",
     409: "Conflict with the current state.",
     413: "The request body is over 1 MiB.",
+    414: "The URL is over 4 KiB.",
     429: "Too many requests: wait `Retry-After` seconds.",
+    431: "The request headers are over 6 KiB together.",
     499: "The client cancelled the request.",
     500: "An unexpected failure; the body carries the request id, never details.",
     501: "Not implemented.",
@@ -74,6 +76,7 @@ def error_statuses(route: Route) -> list[int]:
         statuses.add(404)
     if route.body:
         statuses.add(413)
+    statuses |= {414, 431}  # the edge's size limits, before any service is asked
     return sorted(statuses)
 
 

@@ -72,7 +72,14 @@ def _started(instance: Instance, method: str) -> float:
 
 
 def test_sigterm_finishes_calls_in_flight_then_exits_cleanly(tmp_path: Path) -> None:
-    env = {**_env(tmp_path), "BCRYPT_COST": "13", "CPU_SLOTS": "1"}
+    # Three slow hashes on one slot: two wait, and waiting is admitted however long it
+    # is (the test is about calls in flight at SIGTERM, not about load shedding).
+    env = {
+        **_env(tmp_path),
+        "BCRYPT_COST": "13",
+        "CPU_SLOTS": "1",
+        "CPU_MAX_WAIT_SECONDS": "60",
+    }
     with service_process("services.user_svc", env) as instance:
         channel = grpc.insecure_channel(instance.address)
         stub = user_pb2_grpc.UserServiceStub(channel)
