@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.resources import DEFAULT_POLICY, ClusterPolicy
-from services.runtime.config import ConfigError, env_float, env_int, env_str
+from services.runtime.config import ConfigError, consul_token, env_float, env_int, env_str
 
 __all__ = ["ConfigError", "ControlPlaneConfig"]
 
@@ -107,17 +107,6 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw not in ("", "0", "1", "true", "false"):
         raise ConfigError(f"{name} must be 0 or 1")
     return raw in ("1", "true")
-
-
-def consul_token(env: Mapping[str, str]) -> str:
-    """CONSUL_HTTP_TOKEN_FILE's token, else CONSUL_HTTP_TOKEN, else none (Consul's own names)."""
-    path = env.get("CONSUL_HTTP_TOKEN_FILE", "").strip()
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"CONSUL_HTTP_TOKEN_FILE: {exc.strerror}") from None
-    return env.get("CONSUL_HTTP_TOKEN", "").strip()
 
 
 def _lifetime_seconds(env: Mapping[str, str]) -> float:

@@ -16,6 +16,7 @@ from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, upstream_addr
 from services.runtime.db import make_engine, ping
+from services.runtime.identity import CredentialSource
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import UserClient
 
@@ -38,7 +39,11 @@ class AuthConfig:
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: AuthConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: AuthConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
@@ -47,7 +52,7 @@ def build(
     keys.ensure_key()
     refresh_tokens = RefreshTokenStore(engine)
     refresh_tokens.create_schema()
-    users = UserClient(settings.user_addr, metrics)
+    users = UserClient(settings.user_addr, metrics, identity=identity)
     servicer = AuthServicer(
         keys, refresh_tokens, users, issuer=config.jwt_issuer, audience=config.jwt_audience
     )
