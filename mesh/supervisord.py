@@ -1,8 +1,10 @@
 """supervisord's configuration for one local mesh: every process, its order and logs.
 
-Consul first, then the control plane, then Envoy, then the services; services
-retry their registration while Consul comes up, and Envoy keeps asking the
-control plane, so start order is a courtesy, not a dependency.
+Consul starts with supervisord; everything else waits for `mesh up` to have set up
+Consul's ACLs (the tokens they start with), then starts in order: the control plane
+(the CA endpoint the services get their certificates from), Envoy, the services.
+Services wait, bounded, for the CA and retry their registration; Envoy keeps asking
+the control plane, so the order is a courtesy, not a dependency.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ logfile={cfg.path("log", "supervisord.log")}
 pidfile={cfg.path("supervisord.pid")}
 directory={ROOT}
 childlogdir={cfg.path("log")}
+; files the mesh creates (databases, logs, keys) are the owner's only
+umask=077
 ; a process that dies is restarted; a stop is SIGTERM, then SIGKILL after stopwaitsecs
 minfds=4096
 
@@ -54,6 +58,7 @@ def _program(
     env: Mapping[str, str] | None = None,
     numprocs: int = 1,
     stopwaitsecs: int = 15,
+    autostart: bool = False,
 ) -> str:
     process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{cfg.path('log')}/{process_name}.log"
@@ -63,7 +68,7 @@ def _program(
         f"process_name={process_name}",
         f"numprocs={numprocs}",
         f"priority={priority}",
-        "autostart=true",
+        f"autostart={'true' if autostart else 'false'}",
         "autorestart=true",
         "startsecs=1",
         "stopsignal=TERM",
@@ -92,8 +97,26 @@ def _consul(cfg: MeshConfig) -> str:
         f" -data-dir={cfg.path('consul')} -http-port={p.consul_http} -dns-port={p.consul_dns}"
         f" -server-port={p.consul_server} -serf-lan-port={p.consul_serf_lan}"
         f" -serf-wan-port={p.consul_serf_wan}"
+        f" -config-file={ROOT / 'consul' / 'acl.hcl'} -config-file={cfg.path('consul-tls.hcl')}"
     )
-    return _program("consul", command, cfg, priority=10)
+    return _program("consul", command, cfg, priority=10, autostart=True)
+
+
+def consul_tls(cfg: MeshConfig) -> str:
+    """The agent's TLS for its gRPC checks: it presents the `consul-health` certificate."""
+    folder = cfg.pki_dir / "consul"
+    return f"""\
+# Rendered by `make up`. Consul checks instances over TLS (GRPCUseTLS) and, with
+# enable_agent_tls_for_checks, presents this certificate: identity consul-health,
+# which the mesh policy lets call grpc.health.v1.Health only.
+ca_file   = "{folder / "ca.pem"}"
+cert_file = "{folder / "consul-health.pem"}"
+key_file  = "{folder / "consul-health-key.pem"}"
+enable_agent_tls_for_checks = true
+# The name checked in an instance's certificate; Consul would use its node name.
+# Instances are registered, and their certificates issued, for this address (IP SAN).
+server_name = "{cfg.host}"
+"""
 
 
 def _controlplane(cfg: MeshConfig) -> str:
@@ -102,6 +125,11 @@ def _controlplane(cfg: MeshConfig) -> str:
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
         "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+        "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
+        "MESH_PKI_DIR": str(cfg.pki_dir),
+        "MESH_CA_ADDR": cfg.ca_addr,
+        "CERT_LIFETIME_SECONDS": str(cfg.cert_lifetime_seconds),
+        "UPSTREAM_MTLS": "1",
     }
     return _program("controlplane", f"{sys.executable} -m controlplane", cfg, priority=20, env=env)
 
@@ -124,6 +152,10 @@ def _service(cfg: MeshConfig, name: str) -> str:
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
         "DATABASE_URL": f"sqlite:///{cfg.path('db', name + '.db')}",
+        "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file(name)),
+        "MESH_CA_ADDR": cfg.ca_addr,
+        "MESH_CA_FILE": str(cfg.pki_dir / "ca.pem"),
+        "MESH_POLICY_FILE": str(ROOT / "mesh" / "policy.toml"),
     }
     # Drain (check interval + push) plus the grace for calls in flight, with room.
     return _program(
