@@ -91,9 +91,13 @@ def _escape(value: str) -> str:
 
 
 def _consul(cfg: MeshConfig) -> str:
+    # One server that keeps its state in its data dir, not a -dev agent: ACLs are
+    # server state, and a -dev agent restarted by supervisord would come back with
+    # none (every token unknown, nothing could register until the next `make up`).
     p = cfg.ports
     command = (
-        f"{CONSUL} agent -dev -config-file={ROOT / 'consul' / 'agent.hcl'}"
+        f"{CONSUL} agent -server -bootstrap-expect=1"
+        f" -config-file={ROOT / 'consul' / 'agent.hcl'}"
         f" -data-dir={cfg.path('consul')} -http-port={p.consul_http} -dns-port={p.consul_dns}"
         f" -server-port={p.consul_server} -serf-lan-port={p.consul_serf_lan}"
         f" -serf-wan-port={p.consul_serf_wan}"
@@ -116,6 +120,12 @@ enable_agent_tls_for_checks = true
 # The name checked in an instance's certificate; Consul would use its node name.
 # Instances are registered, and their certificates issued, for this address (IP SAN).
 server_name = "{cfg.host}"
+
+# One server on loopback: elect it at once, as -dev would (the default multiplier
+# of 5 is for servers across a network).
+performance {{
+  raft_multiplier = 1
+}}
 """
 
 

@@ -42,9 +42,9 @@ FULL_NAMES = {
 }
 
 
-def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+def _grpcurl(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [GRPCURL, "-plaintext", "-max-time", "10", *args],
+        [GRPCURL, *mesh.grpcurl_tls, "-max-time", "10", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -95,12 +95,16 @@ def test_operator_lists_describes_and_health_checks_an_instance_with_grpcurl(
 ) -> None:
     entry = mesh.instances(service)[0]["Service"]
     target = f"{entry['Address']}:{entry['Port']}"
-    listed = _grpcurl(target, "list")
+    listed = _grpcurl(mesh, target, "list")
     assert FULL_NAMES[service] in listed.stdout.split(), listed.stderr
-    described = _grpcurl(target, "describe", FULL_NAMES[service])
+    described = _grpcurl(mesh, target, "describe", FULL_NAMES[service])
     assert "rpc " in described.stdout, described.stderr
     health = _grpcurl(
-        "-d", json.dumps({"service": FULL_NAMES[service]}), target, "grpc.health.v1.Health/Check"
+        mesh,
+        "-d",
+        json.dumps({"service": FULL_NAMES[service]}),
+        target,
+        "grpc.health.v1.Health/Check",
     )
     assert json.loads(health.stdout) == {"status": "SERVING"}, health.stderr
 
@@ -326,6 +330,9 @@ def _supervise(mesh: Mesh, *args: str) -> None:
 def _user_svc_env(mesh: Mesh, instance_id: str) -> dict[str, str]:
     return {
         "CONSUL_HTTP_ADDR": f"127.0.0.1:{mesh.ports.consul_http}",
+        "CONSUL_HTTP_TOKEN_FILE": str(mesh.var_dir / "tokens" / "user-svc.token"),
+        "MESH_CA_ADDR": f"127.0.0.1:{mesh.ports.ca}",
+        "MESH_CA_FILE": str(mesh.pki / "ca.pem"),
         "MESH_ADDR": f"127.0.0.1:{mesh.ports.mesh}",
         "DATABASE_URL": f"sqlite:///{mesh.var_dir / 'db' / 'user-svc.db'}",
         "INSTANCE_ID": instance_id,
