@@ -97,12 +97,12 @@ class ControlPlane:
         def run() -> None:
             while True:
                 due = identity.current.renew_at - datetime.datetime.now(datetime.UTC)
-                if self._stop.wait(max(due.total_seconds(), 0.0)):
+                if self._stop.wait(max(due.total_seconds(), 1.0)):  # never a tight loop
                     return
                 issued = identity.renew()
                 log.info(
                     "certificate renewed",
-                    extra={"thread": name, "not_after": issued.not_after.isoformat()},
+                    extra={"identity": name, "not_after": issued.not_after.isoformat()},
                 )
                 then()
 

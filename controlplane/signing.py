@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import timestamp_pb2
 
 from airline.mesh.v1 import certificate_pb2, certificate_pb2_grpc
-from controlplane.ca import RENEW_FRACTION, MeshCA
+from controlplane.ca import MeshCA, renew_time
 from services.runtime.identity import IdentityError, validate_workload_name
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         log.info("certificate issued", extra={"workload": name, "not_after": end.isoformat()})
         renew, expire = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
-        renew.FromDatetime(start + (end - start) * RENEW_FRACTION)
+        renew.FromDatetime(renew_time(start, end))
         expire.FromDatetime(end)
         return certificate_pb2.SignCertificateResponse(
             certificate_chain_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),

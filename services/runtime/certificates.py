@@ -27,6 +27,7 @@ from services.runtime.identity import Credentials, IdentityError
 
 log = logging.getLogger(__name__)
 
+MIN_RENEW_WAIT_SECONDS = 1.0
 TOKEN_METADATA = "x-consul-token"  # noqa: S105 - a metadata key, not a secret
 # Codes worth asking again for: the control plane is starting or restarting.
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -119,7 +120,8 @@ class WorkloadIdentity:
         while True:
             current = self._now()
             wait = (current.renew_at - _utcnow()).total_seconds()
-            if self._stop.wait(max(wait, 0.0)):
+            # Never a tight loop, whatever time the CA named.
+            if self._stop.wait(max(wait, MIN_RENEW_WAIT_SECONDS)):
                 return
             try:
                 self._install(self._fetch())
