@@ -127,5 +127,7 @@ _SERVICE_KEYS = frozenset(
         "CPU_SLOTS",
         "GRPC_MAX_WORKERS",
         "PREDICT_TIMEOUT_SECONDS",
+        # Encrypts auth-svc's signing keys at rest; supervisord.conf holding it is 0600.
+        "SIGNING_KEY_PASSPHRASE",
     }
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +28,8 @@ SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 class AuthConfig:
     database_url: str
     user_addr: str
+    # Encrypts the signing keys at rest when set (SIGNING_KEY_PASSPHRASE).
+    signing_key_passphrase: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -35,6 +37,7 @@ class AuthConfig:
         return cls(
             database_url=database_url(env, SERVICE_NAME),
             user_addr=upstream_addr(env, "USER_SVC_ADDR"),
+            signing_key_passphrase=env.get("SIGNING_KEY_PASSPHRASE", "").encode() or None,
         )
 
 
@@ -47,7 +50,7 @@ def build(
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
-    keys = KeyRing(engine)
+    keys = KeyRing(engine, passphrase=settings.signing_key_passphrase)
     keys.create_schema()
     keys.ensure_key()
     refresh_tokens = RefreshTokenStore(engine)
