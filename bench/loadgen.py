@@ -78,10 +78,15 @@ def wrk(
     url: str, method: str, body: str, headers: Mapping[str, str], load: Load, work: Path
 ) -> Result:
     """HTTP/1.1 requests to `url`, one connection per request in flight."""
-    script = work / "request.lua"
     lines = [f'wrk.method = "{method}"'] + ([f"wrk.body = [==[{body}]==]"] if body else [])
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    script.write_text("\n".join(lines) + "\n")
+    return wrk_script(url, "\n".join(lines) + "\n", load, work)
+
+
+def wrk_script(url: str, script: str, load: Load, work: Path) -> Result:
+    """wrk driven by a Lua `script` (which may build every request itself) against `url`."""
+    path = work / "request.lua"
+    path.write_text(script)
     out = _run(
         [
             "wrk",
@@ -90,8 +95,7 @@ def wrk(
             f"-d{load.seconds}s",
             "--latency",
             "-s",
-            str(script),
-            url,
+            *[str(path), url],
         ],
         load,
     )

@@ -1,4 +1,4 @@
-"""Which local process listens on a port, and how much memory it holds (Linux /proc)."""
+"""Which local process listens on a port, its children, memory and CPU time (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,22 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise LookupError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time `pid` has used so far, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command (in parentheses, which may hold spaces): utime is the 14th.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid`."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry))
+    return found

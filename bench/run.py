@@ -1,338 +1,377 @@
-"""Speed and memory of the real request paths, compared in one run: `python bench/run.py`.
+"""The mesh against a plain FastAPI app, in one run: `make bench` (`python bench/run.py`).
 
-Brings up a whole mesh with `python -m mesh up` on free ports and a temporary state
-folder (and always `mesh down` at the end), signs up one user, then loads three calls,
-each over four paths, one after the other:
+Brings up a fresh mesh (`python -m mesh up` on free ports, a temporary state folder,
+`mesh down` whatever happens) and a FastAPI twin of GetFlight and ListFlights
+(`bench/twin.py`) on booking-svc's own database, with as many uvicorn workers as
+booking-svc has instances. Checks that the twin answers the very bytes the edge does,
+then measures, in alternating A/B rounds (edge first in odd rounds, twin first in even):
 
-    GetFlight (a seeded flight)   cheap read: one row by key
-    ListFlights page_size=20      a page of flights and a page token
-    Predict, 100 instances        signed in; scikit-learn on 100 rows in predict-svc
+    GetFlight     32 connections, a random one of many seeded flight ids per request
+    ListFlights   32 connections, page_size=20
+    GetFlight c1  one connection: the latency of a lone request
 
-    direct      gRPC straight to one instance (address from Consul's health API)
-    mesh        gRPC through Envoy's mesh listener (what services use between them)
-    edge gRPC   gRPC through the edge listener (JWT check, routing, buffer, Lua)
-    edge REST   REST/JSON through the edge, transcoded to gRPC
-
-Unary gRPC is driven by h2load (4 connections x N/4 streams), REST by wrk (N
-connections), both with the same N requests in flight, for a fixed time after a
-one-second warm-up, pinned to the last core with taskset. booking-svc runs one
-instance by default (predict-svc has one anyway), so every path of a call ends in the
-same process and the difference between rows is the cost of the hop, not of more
-servers; `--instances 2` gives the mesh of `make up`.
-
-Reading the table: req/s is throughput at that concurrency; p50/p99 are per-request
-latencies (ms) as the load generator saw them; `errors` counts transport failures and
-non-2xx HTTP statuses from the load generator, and `non-OK` the gRPC codes other than
-OK (and CANCELLED, which is the requests cut off when a run stops) the answering
-service counted for that method during the run: gRPC errors travel in HTTP 200
-trailers, which h2load does not read. RSS is VmRSS before and after all
-the load. The machine is shared with whatever else runs: the load average is printed.
+and, through the edge only, booking create (a valid token, a unique request_id per
+request, spread over the same flights) at 32 connections. Every run is wrk pinned to
+one core (`taskset -c CORE`), bounded in time, after a one-second warm-up. The medians
+over the rounds are reported, with the CPU time Envoy and the services (or the twin's
+workers) spent per request, read from /proc before and after each run, and the idle
+RSS of every instance before any load. Prints a table; writes bench/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
-import shutil
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import grpc
 import httpx
-from google.protobuf import json_format
-from prometheus_client.parser import text_string_to_metric_families
 
-from airline.booking.v1 import booking_pb2
-from airline.predict.v1 import predict_pb2
-from bench import loadgen, procs
+from bench import loadgen, procs, twin
+from bench.hops import Mesh, load_average, running_mesh, sign_in
 from bench.loadgen import Load, Result
-from mesh.config import ROOT, Ports
+from mesh.config import ROOT
 
-GRPC_DEADLINE = "10S"  # sent as grpc-timeout: every call has a deadline
+SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+RESULTS = ROOT / "bench" / "results.json"
+TWIN_START_SECONDS = 60
 
 
 @dataclass(frozen=True)
-class Call:
-    """One RPC as gRPC (method and message) and as REST (method, path, JSON body)."""
+class Target:
+    """Where a side of the comparison listens, and the processes that do its work."""
 
     name: str
-    service: str
-    method: str
-    message: bytes
-    rest: tuple[str, str, str]
-    headers: dict[str, str]
+    base_url: str
+    pids: dict[str, list[int]]
 
 
 @dataclass(frozen=True)
-class Mesh:
-    """A running mesh, by its ports on loopback."""
-
-    ports: Ports
-
-    def instances(self, service: str, *, passing: bool) -> list[dict[str, Any]]:
-        """Consul's instances of `service` (only healthy ones if `passing`)."""
-        query = "?passing=true" if passing else ""
-        url = f"http://127.0.0.1:{self.ports.consul_http}/v1/health/service/{service}{query}"
-        return [entry["Service"] for entry in httpx.get(url, timeout=5).json()]
+class Run:
+    result: Result
+    cpu_us: dict[str, float]  # CPU microseconds per request, per process group
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="measured time per path")
-    parser.add_argument("--in-flight", type=int, default=32, help="concurrent requests")
-    parser.add_argument("--instances", type=int, default=1, help="booking-svc instances")
+    parser.add_argument("--seconds", type=int, default=5, help="measured time per run")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per comparison")
+    parser.add_argument("--in-flight", type=int, default=32, help="concurrent connections")
+    parser.add_argument("--instances", type=int, default=2, help="booking-svc instances")
+    parser.add_argument("--core", type=int, default=1, help="the core wrk is pinned to")
+    parser.add_argument("--flights", type=int, default=2000, help="distinct flight ids used")
+    # Training on all 336,776 flights can outlast `mesh up`'s 180 s on a busy machine.
+    parser.add_argument(
+        "--train-rows", type=int, default=20000, help="PREDICT_TRAIN_ROWS (0: all flights)"
+    )
     args = parser.parse_args(argv)
     if missing := loadgen.missing_tools():
         print(f"bench needs {', '.join(missing)} on PATH; install: {loadgen.INSTALL_HINT}")
         return 2
-    core = (os.cpu_count() or 1) - 1
-    load = Load(seconds=args.seconds, in_flight=args.in_flight, core=core)
-    with running_mesh(args.instances) as mesh, tempfile.TemporaryDirectory() as work:
-        bench(mesh, load, Path(work))
+    load = Load(seconds=args.seconds, in_flight=args.in_flight, core=args.core)
+    env = {"PREDICT_TRAIN_ROWS": str(args.train_rows)}
+    with (
+        running_mesh(args.instances, env) as mesh,
+        tempfile.TemporaryDirectory() as work,
+        running_twin(mesh, args.instances) as fastapi_twin,
+    ):
+        results = bench(mesh, fastapi_twin, args, load, Path(work))
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0
 
 
 @contextmanager
-def running_mesh(booking_instances: int) -> Iterator[Mesh]:
-    """`python -m mesh up` on free ports in a temporary folder; `mesh down` whatever happens."""
-    names = [f.name for f in fields(Ports)]
-    ports = Ports(**dict(zip(names, free_ports(len(names)), strict=True)))
-    var_dir = tempfile.mkdtemp(prefix="airline-bench-")
-    env = {
-        **os.environ,
-        **{f"{name.upper()}_PORT": str(getattr(ports, name)) for name in names},
-        "MESH_VAR_DIR": var_dir,
-        "BOOKING_SVC_INSTANCES": str(booking_instances),
-    }
+def running_twin(mesh: Mesh, workers: int) -> Iterator[Target]:
+    """The FastAPI twin: `workers` uvicorn processes on one socket, stopped by PID."""
+    database = f"sqlite:///{mesh.var_dir / 'db' / 'booking-svc.db'}"
+    sock = twin.listening_socket()
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=twin.serve, args=(sock, database)) for _ in range(workers)]
     try:
-        print(f"mesh up in {var_dir} ...", flush=True)
-        mesh_command("up", env)
-        yield Mesh(ports)
+        for process in processes:
+            process.start()
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        wait_until(lambda: _answers(f"{base}/v1/flights?page_size=1"), TWIN_START_SECONDS)
+        yield Target("twin", base, {"twin": [p.pid for p in processes if p.pid is not None]})
     finally:
-        mesh_command("down", env)
-        shutil.rmtree(var_dir, ignore_errors=True)
+        for process in processes:
+            if process.pid is not None:
+                process.terminate()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=30)
+        sock.close()
 
 
-def mesh_command(command: str, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mesh", command],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"mesh {command} failed:\n{done.stdout}{done.stderr}")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
+def _answers(url: str) -> bool:
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
-def bench(mesh: Mesh, load: Load, work: Path) -> None:
-    with httpx.Client(base_url=f"http://127.0.0.1:{mesh.ports.edge}", timeout=30) as http:
+def wait_until(ready: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready within {seconds} s")
+        time.sleep(0.1)
+
+
+def bench(
+    mesh: Mesh, twin_target: Target, args: argparse.Namespace, load: Load, work: Path
+) -> dict[str, object]:
+    edge_url = f"http://127.0.0.1:{mesh.ports.edge}"
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
         token = sign_in(http)
-        page = http.get("/v1/flights", params={"page_size": 1}).raise_for_status().json()
-    calls = make_calls(page["flights"][0]["flight_id"], token)
-    direct = {
-        name: mesh.instances(name, passing=True)[0] for name in ("booking-svc", "predict-svc")
+        ids = flight_ids(http, args.flights)
+    service_pids = {name: instance_pids(mesh, name) for name in SERVICES}
+    envoy = procs.pid_listening_on(mesh.ports.admin)
+    edge = Target("edge", edge_url, {"envoy": [envoy], **service_pids})
+    same_bytes(edge, twin_target, ids[:20])
+    idle = idle_rss(mesh, service_pids, twin_target)
+    print_setup(load, args, len(ids))
+    one = Load(seconds=min(load.seconds, 3), in_flight=1, core=load.core)
+    scripts = {
+        "GetFlight": (get_flight_script(ids), load),
+        "ListFlights": (list_flights_script(), load),
+        "GetFlight c1": (get_flight_script(ids), one),
     }
-    pids = watched_pids(mesh, direct)
-    addresses = {call.name: paths(mesh, call, direct[call.service]) for call in calls}
-    for call in calls:
-        for path, address in addresses[call.name].items():
-            probe(call, path, address)
-    before = {name: procs.rss_mib(pid) for name, pid in pids.items()}
-    print_setup(load)
-    rows: list[tuple[str, str, Result, int]] = []
-    for call in calls:
-        for path, address in addresses[call.name].items():
-            result, failed = measure(mesh, call, path, address, load, work)
-            rows.append((call.name, path, result, failed))
-            print(f"  {call.name:<15} {path:<10} {result.rps:8.0f} req/s", flush=True)
-    after = {name: procs.rss_mib(pid) for name, pid in pids.items()}
-    print_results(rows)
-    print_memory(pids, before, after)
-    print(f"\nafter the load: {load_average()}")
+    runs: dict[str, dict[str, list[Run]]] = {name: {"edge": [], "twin": []} for name in scripts}
+    for round_ in range(args.rounds):
+        sides = (edge, twin_target) if round_ % 2 == 0 else (twin_target, edge)
+        for name, (script, run_load) in scripts.items():
+            for side in sides:
+                measured = measure(side, script, run_load, work)
+                runs[name][side.name].append(measured)
+                print(f"  round {round_ + 1} {name:<13} {side.name:<5} {brief(measured)}")
+    bookings = []
+    for round_ in range(args.rounds):
+        script = booking_script(ids, token, f"bench{round_}-{uuid.uuid4().hex[:8]}")
+        bookings.append(measure(edge, script, load, work))
+        print(f"  round {round_ + 1} {'CreateBooking':<13} edge  {brief(bookings[-1])}")
+    return report(runs, bookings, idle, load, args)
 
 
-def watched_pids(mesh: Mesh, direct: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """The processes whose memory is reported, found by the port each listens on."""
-    return {
-        **{
-            f"{name} (direct target)": procs.pid_listening_on(instance["Port"])
-            for name, instance in direct.items()
-        },
-        "envoy": procs.pid_listening_on(mesh.ports.admin),
-        "controlplane": procs.pid_listening_on(mesh.ports.xds),
-    }
+def flight_ids(http: httpx.Client, count: int) -> list[str]:
+    """Up to `count` seeded flight ids, read page by page through the edge."""
+    ids: list[str] = []
+    token = ""
+    while len(ids) < count:
+        params: dict[str, str | int] = {"page_size": 100}
+        if token:
+            params["page_token"] = token
+        page = http.get("/v1/flights", params=params).raise_for_status().json()
+        ids += [flight["flight_id"] for flight in page["flights"]]
+        token = page.get("next_page_token", "")
+        if not token:
+            break
+    return ids[:count]
 
 
-def sign_in(http: httpx.Client) -> str:
-    """A new user's access token (the first user of the fresh databases is an admin)."""
-    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
-    password = uuid.uuid4().hex
-    user = {"email": email, "password": password, "display_name": "Bench"}
-    http.post("/v1/users", json=user).raise_for_status()
-    tokens = http.post("/v1/auth/token", json={"email": email, "password": password})
-    return str(tokens.raise_for_status().json()["access_token"])
-
-
-def make_calls(flight_id: str, token: str) -> list[Call]:
-    rows = predict_rows(100)
-    predict = predict_pb2.PredictRequest(model_id="flight-delay")
-    json_format.ParseDict({"instances": rows}, predict)
+def instance_pids(mesh: Mesh, service: str) -> list[int]:
     return [
-        Call(
-            "GetFlight", "booking-svc", "/airline.booking.v1.BookingService/GetFlight",
-            booking_pb2.GetFlightRequest(flight_id=flight_id).SerializeToString(),
-            ("GET", f"/v1/flights/{flight_id}", ""), {},
-        ),
-        Call(
-            "ListFlights 20", "booking-svc", "/airline.booking.v1.BookingService/ListFlights",
-            booking_pb2.ListFlightsRequest(page_size=20).SerializeToString(),
-            ("GET", "/v1/flights?page_size=20", ""), {},
-        ),
-        Call(
-            "Predict 100", "predict-svc", "/airline.predict.v1.PredictionService/Predict",
-            predict.SerializeToString(),
-            ("POST", "/v1/models/flight-delay:predict", json.dumps({"instances": rows})),
-            {"authorization": f"Bearer {token}"},
-        ),
-    ]  # fmt: skip
-
-
-def predict_rows(count: int) -> list[dict[str, str]]:
-    """Varied, valid instances of the flight-delay model's features."""
-    carriers, origins = ("UA", "AA", "DL", "B6", "WN", "EV"), ("EWR", "JFK", "LGA")
-    destinations = ("ORD", "SFO", "LAX", "ATL", "BOS", "MIA", "DEN")
-    return [
-        {
-            "carrier": carriers[i % len(carriers)],
-            "origin": origins[i % len(origins)],
-            "destination": destinations[i % len(destinations)],
-            "scheduled_departure": f"2026-12-{1 + i % 28:02d}T{6 + i % 16:02d}:30:00-05:00",
-        }
-        for i in range(count)
+        procs.pid_listening_on(int(instance["Port"]))
+        for instance in mesh.instances(service, passing=False)
     ]
 
 
-def paths(mesh: Mesh, call: Call, instance: dict[str, Any]) -> dict[str, str]:
-    """host:port for each path of `call`."""
+def same_bytes(edge: Target, other: Target, ids: list[str]) -> None:
+    """The twin must answer exactly what the edge answers, or the comparison is void."""
+    paths = [f"/v1/flights/{flight_id}" for flight_id in ids] + ["/v1/flights?page_size=20"]
+    for path in paths:
+        ours = httpx.get(edge.base_url + path, timeout=10).raise_for_status().content
+        theirs = httpx.get(other.base_url + path, timeout=10).raise_for_status().content
+        if ours != theirs:
+            raise RuntimeError(f"twin differs from the edge on {path}:\n{ours!r}\n{theirs!r}")
+
+
+def idle_rss(mesh: Mesh, service_pids: dict[str, list[int]], other: Target) -> dict[str, float]:
+    found = {
+        f"{name} #{i + 1}": procs.rss_mib(pid)
+        for name, pids in service_pids.items()
+        for i, pid in enumerate(pids)
+    }
+    found["envoy"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.admin))
+    found["controlplane"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.xds))
+    for i, pid in enumerate(other.pids["twin"]):
+        found[f"twin worker #{i + 1}"] = procs.rss_mib(pid)
+    return found
+
+
+def measure(target: Target, script: str, load: Load, work: Path) -> Run:
+    """A one-second warm-up that is not counted, then the run and its CPU per request."""
+    loadgen.wrk_script(target.base_url, script, Load(1, load.in_flight, load.core), work)
+    before = {group: _cpu(pids) for group, pids in target.pids.items()}
+    result = loadgen.wrk_script(target.base_url, script, load, work)
+    spent = {group: _cpu(pids) - before[group] for group, pids in target.pids.items()}
+    per_request = {group: s / max(result.requests, 1) * 1e6 for group, s in spent.items()}
+    return Run(result, per_request)
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(procs.cpu_seconds(pid) for pid in pids)
+
+
+_GET_FLIGHT_LUA = """\
+local ids = {IDS}
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", "/v1/flights/" .. ids[math.random(#ids)])
+end
+"""
+_LIST_FLIGHTS_LUA = """\
+request = function()
+  return wrk.format("GET", "/v1/flights?page_size=20")
+end
+"""
+_BOOKING_LUA = """\
+local ids = {IDS}
+local n = 0
+local headers = {["authorization"] = "Bearer TOKEN", ["content-type"] = "application/json"}
+request = function()
+  n = n + 1
+  local body = '{"flight_id":"' .. ids[(n % #ids) + 1] .. '","seat_class":"ECONOMY",'
+    .. '"passenger_name":"Bench Runner","request_id":"PREFIX-' .. n .. '"}'
+  return wrk.format("POST", "/v1/bookings", headers, body)
+end
+"""
+
+
+def get_flight_script(ids: list[str]) -> str:
+    """A random one of `ids` per request (the same sequence on both sides)."""
+    return _GET_FLIGHT_LUA.replace("IDS", _lua_list(ids))
+
+
+def list_flights_script() -> str:
+    return _LIST_FLIGHTS_LUA
+
+
+def booking_script(ids: list[str], token: str, prefix: str) -> str:
+    """A new request_id per request, over all the flights in turn, with a valid token."""
+    script = _BOOKING_LUA.replace("IDS", _lua_list(ids)).replace("TOKEN", token)
+    return script.replace("PREFIX", prefix)
+
+
+def _lua_list(items: list[str]) -> str:
+    return ",".join(f'"{item}"' for item in items)
+
+
+def brief(run: Run) -> str:
+    r = run.result
+    cpu = " ".join(f"{group.removesuffix('-svc')} {us:,.0f}" for group, us in run.cpu_us.items())
+    return (
+        f"{r.rps:8.0f} req/s  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:7.1f} ms  "
+        f"errors {r.errors}  CPU us/req: {cpu}"
+    )
+
+
+def _median(runs: list[Run], value: Callable[[Run], float]) -> float:
+    return float(statistics.median(value(run) for run in runs))
+
+
+def report(
+    runs: dict[str, dict[str, list[Run]]],
+    bookings: list[Run],
+    idle: dict[str, float],
+    load: Load,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    rows: dict[str, dict[str, float]] = {}
+    for name, sides in runs.items():
+        for side, measured in sides.items():
+            rows[f"{name} {side}"] = _summary(measured)
+    rows["CreateBooking edge"] = _summary(bookings)
+    print_table(rows, idle)
+
+    def ratio(name: str, key: str) -> float:
+        return rows[f"{name} edge"][key] / rows[f"{name} twin"][key]
+
+    service_rss = [mib for name, mib in idle.items() if name.split(" #")[0] in SERVICES]
     return {
-        "direct": f"{instance['Address']}:{instance['Port']}",
-        "mesh": f"127.0.0.1:{mesh.ports.mesh}",
-        "edge gRPC": f"127.0.0.1:{mesh.ports.edge}",
-        "edge REST": f"127.0.0.1:{mesh.ports.edge}",
+        "getflight_rps_vs_twin": ratio("GetFlight", "rps"),
+        "getflight_p99_vs_twin": ratio("GetFlight", "p99_ms"),
+        "getflight_c1_p50_vs_twin": ratio("GetFlight c1", "p50_ms"),
+        "listflights_rps_vs_twin": ratio("ListFlights", "rps"),
+        "booking_create_rps": rows["CreateBooking edge"]["rps"],
+        "booking_create_p99_ms": rows["CreateBooking edge"]["p99_ms"],
+        "idle_rss_mib_max": max(service_rss),
+        "rows": rows,
+        "idle_rss_mib": idle,
+        "setup": {
+            "cores": os.cpu_count(),
+            "wrk_core": load.core,
+            "in_flight": load.in_flight,
+            "seconds": load.seconds,
+            "rounds": args.rounds,
+            "booking_instances": args.instances,
+            "flight_ids": args.flights,
+            "load_average_after": os.getloadavg()[:2],
+        },
     }
 
 
-def probe(call: Call, path: str, address: str) -> None:
-    """One call, which must succeed: the load generators do not read gRPC status."""
-    if path == "edge REST":
-        method, url, body = call.rest
-        headers = {**call.headers, "content-type": "application/json"}
-        httpx.request(
-            method, f"http://{address}{url}", content=body or None, headers=headers, timeout=10
-        ).raise_for_status()
-        return
-    with grpc.insecure_channel(address) as channel:
-        # The message goes out as the very bytes the load generator sends.
-        send = channel.unary_unary(call.method, _same_bytes, _same_bytes)
-        send(call.message, metadata=tuple(call.headers.items()), timeout=10)
+def _summary(runs: list[Run]) -> dict[str, float]:
+    summary = {
+        "rps": _median(runs, lambda r: r.result.rps),
+        "p50_ms": _median(runs, lambda r: r.result.p50_ms),
+        "p99_ms": _median(runs, lambda r: r.result.p99_ms),
+        "errors": float(sum(r.result.errors for r in runs)),
+        "requests": float(sum(r.result.requests for r in runs)),
+    }
+    for group in runs[0].cpu_us:
+        summary[f"cpu_us_{group}"] = float(statistics.median(r.cpu_us[group] for r in runs))
+    if "envoy" in runs[0].cpu_us:
+        summary["cpu_us_services"] = sum(summary[f"cpu_us_{name}"] for name in SERVICES)
+    return summary
 
 
-def _same_bytes(data: bytes) -> bytes:
-    return data
-
-
-def measure(
-    mesh: Mesh, call: Call, path: str, address: str, load: Load, work: Path
-) -> tuple[Result, int]:
-    """A one-second warm-up that is not counted, then the measured run and its non-OK codes."""
-    drive(call, path, address, Load(seconds=1, in_flight=load.in_flight, core=load.core), work)
-    counted = non_ok(mesh, call)
-    result = drive(call, path, address, load, work)
-    return result, non_ok(mesh, call) - counted
-
-
-def drive(call: Call, path: str, address: str, load: Load, work: Path) -> Result:
-    if path == "edge REST":
-        method, url, body = call.rest
-        headers = {**call.headers, **({"content-type": "application/json"} if body else {})}
-        return loadgen.wrk(f"http://{address}{url}", method, body, headers, load, work)
-    headers = {**call.headers, "grpc-timeout": GRPC_DEADLINE}
-    return loadgen.h2load(f"http://{address}{call.method}", call.message, headers, load, work)
-
-
-def non_ok(mesh: Mesh, call: Call) -> int:
-    """Codes other than OK that `call`'s service counted for its method, on all instances.
-
-    CANCELLED is left out: it is the calls still in flight when a run stops.
-    """
-    method = call.method.rsplit("/", 1)[1]
-    total = 0.0
-    for instance in mesh.instances(call.service, passing=False):
-        url = f"http://{instance['Address']}:{instance['Meta']['metrics_port']}/metrics"
-        for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
-            total += sum(
-                sample.value
-                for sample in family.samples
-                if sample.name == "grpc_server_handled_total"
-                and sample.labels["grpc_method"] == method
-                and sample.labels["grpc_code"] not in ("OK", "CANCELLED")
-            )
-    return int(total)
-
-
-def print_setup(load: Load) -> None:
+def print_setup(load: Load, args: argparse.Namespace, flights: int) -> None:
     print(
-        f"\n{os.cpu_count()} cores; load generator pinned to core {load.core} "
-        f"(taskset -c {load.core}); {load.in_flight} requests in flight; "
-        f"{load.seconds} s per path after a 1 s warm-up; {load_average()}\n",
+        f"\n{os.cpu_count()} cores; wrk pinned to core {load.core} (taskset); "
+        f"{load.in_flight} connections (c1: one); {load.seconds} s per run after a 1 s "
+        f"warm-up; {args.rounds} alternating rounds; {flights} flight ids; "
+        f"{args.instances} booking-svc instances / twin workers; {load_average()}\n",
         flush=True,
     )
 
 
-def load_average() -> str:
-    """The machine's load, which says how much else competed for the cores."""
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+def _split(row: dict[str, float]) -> str:
+    if "cpu_us_envoy" not in row:
+        return ""
+    return " (" + "/".join(f"{row[f'cpu_us_{name}']:,.0f}" for name in SERVICES) + ")"
 
 
-def print_results(rows: list[tuple[str, str, Result, int]]) -> None:
-    print("\n| call | path | req/s | vs direct | p50 ms | p99 ms | requests | errors | non-OK |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
-    direct: dict[str, float] = {}
-    for name, path, r, bad in rows:
-        direct.setdefault(name, r.rps)  # the first path of each call is "direct"
+def print_table(rows: dict[str, dict[str, float]], idle: dict[str, float]) -> None:
+    print(
+        "\n| run | req/s | p50 ms | p99 ms | errors | Envoy CPU us/req "
+        "| service CPU us/req (auth/user/booking/predict) |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for name, row in rows.items():
+        service = row.get("cpu_us_services", row.get("cpu_us_twin", float("nan")))
+        envoy = row.get("cpu_us_envoy")
         print(
-            f"| {name} | {path} | {r.rps:,.0f} | {r.rps / direct[name]:.2f} | {r.p50_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {r.requests:,} | {r.errors} | {bad} |"
+            f"| {name} | {row['rps']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+            f"| {row['errors']:.0f} | {'-' if envoy is None else f'{envoy:,.0f}'} "
+            f"| {service:,.0f}{_split(row)} |"
         )
-
-
-def print_memory(pids: dict[str, int], before: dict[str, float], after: dict[str, float]) -> None:
-    print("\n| process | pid | RSS before MiB | RSS after MiB | change MiB |")
-    print("|---|--:|--:|--:|--:|")
-    for name, pid in pids.items():
-        print(
-            f"| {name} | {pid} | {before[name]:.1f} | {after[name]:.1f} "
-            f"| {after[name] - before[name]:+.1f} |"
-        )
+    print("\n| process (idle) | RSS MiB |\n|---|--:|")
+    for name, mib in idle.items():
+        print(f"| {name} | {mib:.1f} |")
+    print(f"\nafter the load: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -366,11 +366,28 @@ local function apply_deadline(headers)
   end
 end
 
+-- gRPC metadata keys are lowercase letters, digits, '_', '.' and '-'; HTTP allows
+-- more ("x^y", "a|b"), and a service's gRPC server refuses a call carrying such a
+-- key with INTERNAL. No header of the API has such a name: dropped, not refused,
+-- as a browser or proxy may add one the client never chose.
+local function drop_non_grpc_headers(headers)
+  local drop = {}
+  for key, _ in pairs(headers) do
+    if string.sub(key, 1, 1) ~= ":" and string.find(key, "[^0-9a-z_%.%-]") then
+      drop[#drop + 1] = key
+    end
+  end
+  for _, key in ipairs(drop) do
+    headers:remove(key)
+  end
+end
+
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
   if refuse_oversized(request_handle, headers) then
     return
   end
+  drop_non_grpc_headers(headers)
   local method, path = headers:get(":method"), headers:get(":path") or ""
   if not is_grpc(headers) and refuse_unknown_route(request_handle, method, path) then
     return

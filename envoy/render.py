@@ -27,6 +27,7 @@ from string import Template
 
 import body_schema  # envoy/body_schema.py: this script's directory is on sys.path
 import mesh_tls  # envoy/mesh_tls.py, likewise
+import rate_limits  # envoy/rate_limits.py, the same
 import yaml
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
@@ -116,6 +117,11 @@ class Settings:
     token_clients: int = 10_000
     signup_limit: int = 10
     signup_window_seconds: int = 60
+    # The rate limit service's instances; empty means this Envoy counts alone.
+    ratelimit: tuple[Address, ...] = ()
+    ratelimit_domain: str = "airline-edge"
+    # Reads counted globally too (descriptor `api`): a call to the service per read.
+    reads_limited: bool = False
     edge_timeout_seconds: float = 15.0
     mesh_timeout_seconds: float = 15.0
     per_try_timeout_seconds: float = 10.0
@@ -183,6 +189,26 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("SIGNUP_RATE_WINDOW_SECONDS",),
         d.signup_window_seconds,
         "seconds in which --signup-limit calls are allowed",
+    )
+    opt(
+        "--ratelimit",
+        ("RATELIMIT_ADDR",),
+        "",
+        "rate limit service HOST:PORT[,HOST:PORT]: limits count across every edge "
+        "(empty: this Envoy counts alone)",
+    )
+    opt(
+        "--read-limit",
+        ("READ_RATE_LIMIT",),
+        "",
+        "with --ratelimit: every other route counted per client too (limits.toml's `api`; "
+        "empty: reads are not counted and cost no call)",
+    )
+    opt(
+        "--ratelimit-domain",
+        ("RATELIMIT_DOMAIN",),
+        rate_limits.default_domain(),
+        "rate limit domain (ratelimit/limits.toml's)",
     )
     opt("--token-clients", ("TOKEN_RATE_CLIENTS",), d.token_clients, "client buckets kept (LRU)")
     opt(
@@ -284,6 +310,9 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Settings
         token_clients=int(_positive("--token-clients", args.token_clients)),
         signup_limit=int(_positive("--signup-limit", args.signup_limit)),
         signup_window_seconds=int(_positive("--signup-window", args.signup_window)),
+        ratelimit=tuple(Address.parse(a) for a in str(args.ratelimit).split(",") if a.strip()),
+        ratelimit_domain=str(args.ratelimit_domain),
+        reads_limited=bool(str(args.read_limit).strip()),
         edge_timeout_seconds=_positive("--edge-timeout", args.edge_timeout, float),
         mesh_timeout_seconds=_positive("--mesh-timeout", args.mesh_timeout, float),
         per_try_timeout_seconds=_positive("--per-try-timeout", args.per_try_timeout, float),
@@ -513,13 +542,34 @@ def render(settings: Settings) -> str:
         "edge_timeout": _duration(settings.edge_timeout_seconds),
         "mesh_timeout": _duration(settings.mesh_timeout_seconds),
         "max_client_timeout": _duration(settings.max_client_timeout_seconds),
-        "token_limit": settings.token_limit,
-        "token_window": _duration(settings.token_window_seconds),
-        "token_window_seconds": settings.token_window_seconds,
-        "token_clients": settings.token_clients,
-        "signup_limit": settings.signup_limit,
-        "signup_window": _duration(settings.signup_window_seconds),
-        "signup_window_seconds": settings.signup_window_seconds,
+        "create_token_ratelimit": _block(
+            rate_limits.route_config(
+                "create_token",
+                settings.token_limit,
+                settings.token_window_seconds,
+                settings.token_clients,
+                is_global=bool(settings.ratelimit),
+            ),
+            28,
+        ),
+        "create_user_ratelimit": _block(
+            rate_limits.route_config(
+                "create_user",
+                settings.signup_limit,
+                settings.signup_window_seconds,
+                settings.token_clients,
+                is_global=bool(settings.ratelimit),
+            ),
+            28,
+        ),
+        "read_ratelimit": rate_limits.read_route_config(
+            is_global=bool(settings.ratelimit), reads_limited=settings.reads_limited
+        ),
+        "ratelimit_filters": _block(
+            rate_limits.filters(settings.ratelimit_domain, is_global=bool(settings.ratelimit)),
+            18,
+        ),
+        "ratelimit_cluster": rate_limits.cluster(settings.ratelimit),
         "healthz_clusters": json.dumps(healthz),
         "max_request_bytes": settings.max_request_bytes,
         "max_connections": settings.max_connections,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
-from mesh import acl, envoy_config, supervisord
+from mesh import acl, envoy_config, postgres, supervisord
 from mesh.config import SERVICES, MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
@@ -48,6 +48,10 @@ def up(cfg: MeshConfig) -> int:
     # Databases, keys, tokens and logs are the owner's alone: the folder is 0700 and
     # everything the mesh's processes create in it is 0600 (umask 077 in supervisord).
     private_dir(cfg.var_dir)
+    if cfg.database == "postgres" and os.geteuid() == 0:
+        # PostgreSQL runs as its own user and must pass through var/ to its data
+        # folder (0700, its own): others may traverse, never list or read.
+        cfg.var_dir.chmod(0o711)
     for folder in ("log", "db"):
         private_dir(cfg.path(folder))
     running = supervisord_pid(cfg) is not None
@@ -56,6 +60,8 @@ def up(cfg: MeshConfig) -> int:
         # their ports are gone, so start Consul from nothing.
         shutil.rmtree(cfg.path("consul"), ignore_errors=True)
     _prepare_pki(cfg)
+    if cfg.database == "postgres":
+        postgres.prepare(cfg)
     envoy_config.write(cfg).chmod(0o600)
     conf = cfg.path("supervisord.conf")
     write_private(conf, supervisord.render(cfg).encode())

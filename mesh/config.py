@@ -16,6 +16,7 @@ from services.runtime.config import env_int, env_str
 ROOT = Path(__file__).resolve().parents[1]
 
 SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+DATABASES = ("sqlite", "postgres")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class Ports:
     consul_server: int = 8300
     consul_serf_lan: int = 8301
     consul_serf_wan: int = 8302
+    # Global rate limits: Redis (loopback only) and the rate limit service, at
+    # fixed ports because Envoy reaches the service through a static cluster.
+    redis: int = 6380
+    ratelimit: int = 18081
+    # PostgreSQL, when MESH_DATABASE=postgres; not 5432, so a system server may run too.
+    postgres: int = 15432
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -67,14 +74,24 @@ class MeshConfig:
     cert_lifetime_seconds: int = 24 * 3600
     edge_tls_cert_file: str = ""
     edge_tls_key_file: str = ""
+    ratelimit_env: Mapping[str, str] = field(default_factory=dict)
     up_timeout_seconds: float = 180.0
+    # "sqlite" (a file per service under var/db) or "postgres" (a local server).
+    database: str = "sqlite"
+    # The PostgreSQL cluster; apart from var/ so that, run as root, the server's own
+    # user can reach it (MESH_PG_DIR), while the pgpass files stay in var/.
+    pg_dir: Path = ROOT / "var" / "pg"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MeshConfig:
         env = os.environ if env is None else env
         defaults = cls(var_dir=ROOT / "var")
+        var_dir = Path(env_str(env, "MESH_VAR_DIR", str(ROOT / "var"))).resolve()
+        database = env_str(env, "MESH_DATABASE", defaults.database).lower()
+        if database not in DATABASES:
+            raise ValueError(f"MESH_DATABASE must be one of {', '.join(DATABASES)}")
         return cls(
-            var_dir=Path(env_str(env, "MESH_VAR_DIR", str(ROOT / "var"))).resolve(),
+            var_dir=var_dir,
             ports=Ports.from_env(env),
             instances={
                 name: env_int(env, f"{name.upper().replace('-', '_')}_INSTANCES", count, minimum=1)
@@ -85,6 +102,8 @@ class MeshConfig:
             token_rate_window_seconds=env_int(
                 env, "TOKEN_RATE_WINDOW_SECONDS", defaults.token_rate_window_seconds, minimum=1
             ),
+            database=database,
+            pg_dir=Path(env_str(env, "MESH_PG_DIR", str(var_dir / "pg"))).resolve(),
             # Passed through to every service instance (e.g. BCRYPT_COST in tests).
             service_env={k: v for k, v in env.items() if k in _SERVICE_KEYS},
             cert_lifetime_seconds=env_int(
@@ -92,6 +111,8 @@ class MeshConfig:
             ),
             edge_tls_cert_file=env_str(env, "EDGE_TLS_CERT_FILE", ""),
             edge_tls_key_file=env_str(env, "EDGE_TLS_KEY_FILE", ""),
+            # The rate limit service's overrides of ratelimit/limits.toml.
+            ratelimit_env={k: v for k, v in env.items() if k in _RATELIMIT_KEYS},
         )
 
     @property
@@ -129,5 +150,17 @@ _SERVICE_KEYS = frozenset(
         "PREDICT_TIMEOUT_SECONDS",
         # Encrypts auth-svc's signing keys at rest; supervisord.conf holding it is 0600.
         "SIGNING_KEY_PASSPHRASE",
+    }
+)
+_RATELIMIT_KEYS = frozenset(
+    {
+        "TOKEN_RATE_LIMIT",
+        "TOKEN_RATE_WINDOW_SECONDS",
+        "SIGNUP_RATE_LIMIT",
+        "SIGNUP_RATE_WINDOW_SECONDS",
+        "RATELIMIT_LIMITS_FILE",
+        "REDIS_TIMEOUT_SECONDS",
+        "LOG_LEVEL",
+        "CHECK_INTERVAL_SECONDS",
     }
 )

@@ -35,6 +35,8 @@ def write(cfg: MeshConfig) -> Path:
             str(cfg.token_rate_limit),
             "--token-window",
             str(cfg.token_rate_window_seconds),
+            "--ratelimit",
+            f"{h}:{p.ratelimit}",
             "--access-log",
             str(cfg.path("log", "envoy-access.log")),
             "--mesh-tls",

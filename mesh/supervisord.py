@@ -1,17 +1,22 @@
 """supervisord's configuration for one local mesh: every process, its order and logs.
 
-Consul starts with supervisord; everything else waits for `mesh up` to have set up
-Consul's ACLs (the tokens they start with), then starts in order: the control plane
-(the CA endpoint the services get their certificates from), Envoy, the services.
-Services wait, bounded, for the CA and retry their registration; Envoy keeps asking
-the control plane, so the order is a courtesy, not a dependency.
+PostgreSQL (with MESH_DATABASE=postgres) and Consul start with supervisord;
+everything else waits for `mesh up` to have set up Consul's ACLs (the tokens they
+start with), then starts in order: Redis, the control plane (with the CA endpoint the
+services get their certificates from) and the rate limit service, Envoy, the services.
+Services wait, bounded, for the CA and retry their registration, supervisord restarts
+one that found its database not yet up, and Envoy keeps asking the control plane, so
+the order is a courtesy, not a dependency.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Mapping
 
+from mesh import postgres
 from mesh.config import ROOT, SERVICES, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
@@ -20,7 +25,10 @@ CONSUL = ROOT / ".tools" / "bin" / "consul"
 
 def render(cfg: MeshConfig) -> str:
     """The supervisord.conf text for `cfg`."""
-    blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _envoy(cfg)]
+    blocks = [_header(cfg), _consul(cfg), _redis(cfg), _controlplane(cfg), _ratelimit(cfg)]
+    blocks.append(_envoy(cfg))
+    if cfg.database == "postgres":
+        blocks.append(_postgres(cfg))
     blocks += [_service(cfg, name) for name in SERVICES]
     return "\n".join(blocks)
 
@@ -59,6 +67,8 @@ def _program(
     numprocs: int = 1,
     stopwaitsecs: int = 15,
     autostart: bool = False,
+    stopsignal: str = "TERM",
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{cfg.path('log')}/{process_name}.log"
@@ -71,7 +81,7 @@ def _program(
         f"autostart={'true' if autostart else 'false'}",
         "autorestart=true",
         "startsecs=1",
-        "stopsignal=TERM",
+        f"stopsignal={stopsignal}",
         f"stopwaitsecs={stopwaitsecs}",
         "stopasgroup=true",
         "killasgroup=true",
@@ -80,6 +90,7 @@ def _program(
         "stdout_logfile_maxbytes=20MB",
         "stdout_logfile_backups=2",
     ]
+    lines += [f"{key}={value}" for key, value in (extra or {}).items()]
     if env:
         pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
         lines.append(f"environment={pairs}")
@@ -129,6 +140,45 @@ performance {{
 """
 
 
+def _postgres(cfg: MeshConfig) -> str:
+    # SIGINT is PostgreSQL's fast shutdown: open sessions end, the data is consistent.
+    # As root, supervisord runs it as its own user: the server refuses to run as root.
+    extra = {"user": postgres.SERVER_USER} if os.geteuid() == 0 else None
+    return _program(
+        "postgres",
+        postgres.server_command(cfg),
+        cfg,
+        priority=5,
+        stopwaitsecs=30,
+        stopsignal="INT",
+        extra=extra,
+    )
+
+
+def _redis(cfg: MeshConfig) -> str:
+    # The rate limit counts: loopback only, nothing persisted (a restart forgets
+    # counts of at most one window; docs/ratelimit.md).
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    command = (
+        f"{binary} --bind {cfg.host} --port {cfg.ports.redis} --protected-mode yes"
+        f" --save '' --appendonly no --dir {cfg.var_dir}"
+    )
+    return _program("redis", command, cfg, priority=15)
+
+
+def _ratelimit(cfg: MeshConfig) -> str:
+    env = {
+        **cfg.ratelimit_env,
+        "GRPC_HOST": cfg.host,
+        "GRPC_PORT": str(cfg.ports.ratelimit),
+        "METRICS_PORT": "0",
+        # Not registered in Consul: the control plane would make a cluster of it
+        # beside the edge's static one (docs/ratelimit.md: why static).
+        "REDIS_URL": f"redis://{cfg.host}:{cfg.ports.redis}/0",
+    }
+    return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
+
+
 def _controlplane(cfg: MeshConfig) -> str:
     env = {
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
@@ -161,7 +211,7 @@ def _service(cfg: MeshConfig, name: str) -> str:
         "METRICS_PORT": "0",
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
-        "DATABASE_URL": f"sqlite:///{cfg.path('db', name + '.db')}",
+        "DATABASE_URL": _database_url(cfg, name),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file(name)),
         "MESH_CA_ADDR": cfg.ca_addr,
         "MESH_CA_FILE": str(cfg.pki_dir / "ca.pem"),
@@ -176,4 +226,13 @@ def _service(cfg: MeshConfig, name: str) -> str:
         env=env,
         numprocs=cfg.instances[name],
         stopwaitsecs=30,
+        # A service that starts before PostgreSQL accepts connections exits; supervisord
+        # starts it again (1 s, 2 s, ... later) until the server is up.
+        extra={"startretries": "10"} if cfg.database == "postgres" else None,
     )
+
+
+def _database_url(cfg: MeshConfig, name: str) -> str:
+    if cfg.database == "postgres":
+        return postgres.database_url(cfg, name)
+    return f"sqlite:///{cfg.path('db', name + '.db')}"

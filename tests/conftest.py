@@ -1,4 +1,6 @@
-"""Fixtures shared by every test: real servers on ephemeral ports, stopped on teardown."""
+"""Fixtures shared by every test: real servers on ephemeral ports, stopped on teardown,
+and the databases every store is tested on (a SQLite file; PostgreSQL where installed).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,7 +26,38 @@ from services.runtime import logs
 from services.runtime.config import ServerConfig
 from services.runtime.server import Builder, Server
 from services.user_svc import server as user_server
+from tests.postgres import PostgresMissing, fresh_database, postgres_server
 from tests.support import free_ports
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """One throwaway PostgreSQL server for the whole session; yields its base URL.
+
+    Skips, with the reason, where PostgreSQL is not installed (CI installs it).
+    """
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresMissing as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture
+def postgres_url(postgres: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the session's server."""
+    with fresh_database(postgres) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind a service runs on: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'service.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
 
 
 @contextmanager

@@ -27,6 +27,8 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.runtime.db import create_tables
+
 CURRENT = "current"
 PREVIOUS = "previous"
 RETIRED = "retired"
@@ -111,8 +113,8 @@ class KeyRing:
         self._private_keys: dict[str, rsa.RSAPrivateKey] = {}
 
     def create_schema(self) -> None:
-        AuthBase.metadata.create_all(
-            self._engine, tables=[AuthBase.metadata.tables[SigningKeyRow.__tablename__]]
+        create_tables(
+            self._engine, AuthBase.metadata, [AuthBase.metadata.tables[SigningKeyRow.__tablename__]]
         )
 
     def ensure_key(self) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.auth_svc.keys import AuthBase, SigningKey
+from services.runtime.db import create_tables
 from services.runtime.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ class RefreshTokenStore:
         self._clock = clock
 
     def create_schema(self) -> None:
-        AuthBase.metadata.create_all(
-            self._engine, tables=[AuthBase.metadata.tables[RefreshTokenRow.__tablename__]]
+        create_tables(
+            self._engine,
+            AuthBase.metadata,
+            [AuthBase.metadata.tables[RefreshTokenRow.__tablename__]],
         )
 
     def issue(self, user_id: str, family_id: str | None = None) -> str:

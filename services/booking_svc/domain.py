@@ -15,13 +15,14 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
+from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = [
     "BookingCursor",
     "BookingNotFound",
     "BookingState",
     "FlightCursor",
+    "FlightDeparted",
     "FlightFilters",
     "FlightNotFound",
     "InvalidArgument",
@@ -30,6 +31,7 @@ __all__ = [
     "OrderBy",
     "SeatClass",
     "SoldOut",
+    "check_bookable",
     "parse_order_by",
     "price_for",
     "validate_flight_filters",
@@ -51,6 +53,13 @@ MAX_PRICE_CENTS = 10_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
+# The times a flight may have and a filter may name. Python's datetime ends at year
+# 9999, so without a window a far-future date overflowed in date arithmetic (INTERNAL).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""Exclusive."""
+_WINDOW = "from 2000-01-01 to 2099-12-31 (UTC)"
+
 
 class FlightNotFound(NotFound):
     """No flight has this id."""
@@ -58,7 +67,7 @@ class FlightNotFound(NotFound):
     reason = "FLIGHT_NOT_FOUND"
 
     def __init__(self, flight_id: str) -> None:
-        super().__init__(f"flight {flight_id!r} not found", metadata={"flight_id": flight_id})
+        super().__init__("flight not found", metadata={"flight_id": flight_id})
 
 
 class BookingNotFound(NotFound):
@@ -67,7 +76,7 @@ class BookingNotFound(NotFound):
     reason = "BOOKING_NOT_FOUND"
 
     def __init__(self, booking_id: str) -> None:
-        super().__init__(f"booking {booking_id!r} not found", metadata={"booking_id": booking_id})
+        super().__init__("booking not found", metadata={"booking_id": booking_id})
 
 
 class SoldOut(AlreadyExists):
@@ -76,9 +85,25 @@ class SoldOut(AlreadyExists):
     reason = "SOLD_OUT"
 
     def __init__(self, flight_id: str) -> None:
+        super().__init__("the flight has no seat left", metadata={"flight_id": flight_id})
+
+
+class FlightDeparted(FailedPrecondition):
+    """The flight has already departed: it can no longer be booked."""
+
+    reason = "FLIGHT_DEPARTED"
+
+    def __init__(self, flight_id: str) -> None:
         super().__init__(
-            f"flight {flight_id!r} has no seat left", metadata={"flight_id": flight_id}
+            "the flight has already departed and can no longer be booked",
+            metadata={"flight_id": flight_id},
         )
+
+
+def check_bookable(flight_id: str, departure_time: datetime, now: datetime) -> None:
+    """FlightDeparted unless the flight departs after `now`."""
+    if departure_time <= now:
+        raise FlightDeparted(flight_id)
 
 
 class SeatClass(enum.IntEnum):
@@ -158,6 +183,8 @@ def validate_flight_filters(origin: str, destination: str, departure_date: str) 
         day = _parse_date(departure_date)
         if day is None:
             violations.append(("departure_date", "must be a date as YYYY-MM-DD"))
+        elif not EARLIEST.date() <= day < LATEST.date():
+            violations.append(("departure_date", f"must be a date {_WINDOW}"))
     if violations:
         raise InvalidArgument(violations)
     return FlightFilters(codes["origin"], codes["destination"], day)
@@ -203,11 +230,12 @@ def validate_new_flight(
         violations.append(("flight.destination", "must differ from origin"))
     dep = _as_utc(departure_time)
     arr = _as_utc(arrival_time)
-    if dep is None:
-        violations.append(("flight.departure_time", "is required"))
-    if arr is None:
-        violations.append(("flight.arrival_time", "is required"))
-    elif dep is not None and arr <= dep:
+    for name, moment in (("departure_time", dep), ("arrival_time", arr)):
+        if moment is None:
+            violations.append((f"flight.{name}", "is required"))
+        elif not EARLIEST <= moment < LATEST:
+            violations.append((f"flight.{name}", f"must be a time {_WINDOW}"))
+    if dep is not None and arr is not None and arr <= dep:
         violations.append(("flight.arrival_time", "must be after departure_time"))
     if not 1 <= seats_total <= MAX_SEATS:
         violations.append(("flight.seats_total", f"must be 1..{MAX_SEATS}"))
@@ -243,7 +271,7 @@ def validate_new_booking(
     if seat_class == 0:
         violations.append(("seat_class", "is required"))
     elif seat_class not in SeatClass._value2member_map_:
-        violations.append(("seat_class", f"unknown seat class {seat_class}"))
+        violations.append(("seat_class", "is not a known seat class"))
     else:
         cabin = SeatClass(seat_class)
     name = passenger_name.strip()

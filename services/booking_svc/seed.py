@@ -3,21 +3,22 @@
 A run of consecutive 2013 days is shifted by whole weeks (so weekdays match) to start
 within a week after `today`. Scheduled clock times are local, so each is read in its
 airport's time zone and stored in UTC. Seats and fares are made up, deterministically.
+Read with the csv module, not pandas: pandas would stay in every instance's memory.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import math
+import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import pandas as pd
 
 from services.booking_svc.domain import NewFlight
 
@@ -41,18 +42,25 @@ EXTRA_ZONES = {
     "STT": "America/St_Thomas",
 }
 
-_COLUMNS = [
-    "month",
-    "day",
-    "sched_dep_time",
-    "sched_arr_time",
-    "carrier",
-    "flight",
-    "origin",
-    "dest",
-    "air_time",
-    "distance",
-]
+# Columns a scheduled flight cannot do without; the CSV writes "NA" for a missing value.
+_REQUIRED = ("sched_dep_time", "sched_arr_time", "carrier", "flight", "origin", "dest")
+_MISSING = frozenset({"", "NA"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Scheduled:
+    """One row of flights.csv, as far as the seed reads it."""
+
+    month: int
+    day: int
+    sched_dep_time: int
+    sched_arr_time: int
+    carrier: str
+    flight: int
+    origin: str
+    dest: str
+    air_time: float | None
+    distance: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,30 +148,52 @@ def _carriers(path: Path) -> set[str]:
         return {row["carrier"] for row in csv.DictReader(handle)}
 
 
-def _schedule(path: Path, window: SeedWindow) -> pd.DataFrame:
-    frame = pd.read_csv(path, usecols=_COLUMNS)
-    wanted = [window.source_start + timedelta(days=i) for i in range(window.days)]
-    keys = {d.month * 100 + d.day for d in wanted}
-    frame = frame[(frame["month"] * 100 + frame["day"]).isin(keys)]
-    frame = frame.dropna(
-        subset=["sched_dep_time", "sched_arr_time", "carrier", "flight", "origin", "dest"]
+def _schedule(path: Path, window: SeedWindow) -> list[_Scheduled]:
+    """The window's scheduled flights, ordered by day, departure, carrier, number, origin."""
+    wanted = (window.source_start + timedelta(days=i) for i in range(window.days))
+    days = {(str(d.month), str(d.day)) for d in wanted}
+    with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[0]) as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        rows = list(_scheduled(reader, days))
+    return sorted(
+        rows, key=lambda r: (r.month, r.day, r.sched_dep_time, r.carrier, r.flight, r.origin)
     )
-    return frame.sort_values(
-        ["month", "day", "sched_dep_time", "carrier", "flight", "origin"], kind="stable"
-    )
+
+
+def _scheduled(reader: Iterator[list[str]], days: set[tuple[str, str]]) -> Iterable[_Scheduled]:
+    column = {name: i for i, name in enumerate(next(reader))}
+    month, day, air_time = column["month"], column["day"], column["air_time"]
+    required = [column[name] for name in _REQUIRED]
+    for record in reader:
+        if (record[month], record[day]) not in days:
+            continue
+        if any(record[i] in _MISSING for i in required):
+            continue
+        flown = record[air_time]
+        yield _Scheduled(
+            month=int(record[month]),
+            day=int(record[day]),
+            sched_dep_time=int(record[column["sched_dep_time"]]),
+            sched_arr_time=int(record[column["sched_arr_time"]]),
+            carrier=record[column["carrier"]],
+            flight=int(record[column["flight"]]),
+            origin=record[column["origin"]],
+            dest=record[column["dest"]],
+            air_time=None if flown in _MISSING else float(flown),
+            distance=float(record[column["distance"]]),
+        )
 
 
 def _flights(
-    frame: pd.DataFrame, window: SeedWindow, zones: Mapping[str, ZoneInfo]
+    rows: Iterable[_Scheduled], window: SeedWindow, zones: Mapping[str, ZoneInfo]
 ) -> Iterator[NewFlight]:
-    for row in frame.itertuples(index=False):
-        day = date(DATA_YEAR, int(row.month), int(row.day)) + window.shift
-        number = f"{row.carrier}{int(row.flight)}"
-        departure = _local(day, int(row.sched_dep_time), zones.get(row.origin, NYC_TZ))
-        distance = float(row.distance)
-        air_time = float(row.air_time) if pd.notna(row.air_time) else None
+    for row in rows:
+        day = date(DATA_YEAR, row.month, row.day) + window.shift
+        number = f"{row.carrier}{row.flight}"
+        departure = _local(day, row.sched_dep_time, zones.get(row.origin, NYC_TZ))
+        distance = row.distance
         arrival = _arrival(
-            day, departure, int(row.sched_arr_time), zones.get(row.dest), air_time, distance
+            day, departure, row.sched_arr_time, zones.get(row.dest), row.air_time, distance
         )
         yield NewFlight(
             number=number,

@@ -13,7 +13,7 @@ from services.booking_svc import domain
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
 from services.runtime.context import Principal
-from services.runtime.errors import PermissionDenied, required
+from services.runtime.errors import InvalidArgument, PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
 from services.runtime.upstreams import PredictClient, UserClient
@@ -100,6 +100,10 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             passenger_name=new.passenger_name,
             price_for=domain.price_for,
             delay_risk=self._delay_risk(flight),
+            # Judged after the request_id lookup: a retry after departure gets its booking.
+            bookable=lambda departs: domain.check_bookable(
+                new.flight_id, departs, datetime.now(UTC)
+            ),
         )
         # A repeated request_id answers exactly as the first did.
         ctx.created(f"/v1/bookings/{booking.booking_id}")
@@ -204,4 +208,7 @@ def _datetime(flight: booking_pb2.Flight, field: str) -> datetime | None:
     if not flight.HasField(field):  # type: ignore[arg-type]
         return None
     value: timestamp_pb2.Timestamp = getattr(flight, field)
-    return value.ToDatetime(tzinfo=UTC)
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except ValueError:  # seconds or nanos outside what a Timestamp may hold
+        raise InvalidArgument([(f"flight.{field}", "is not a valid timestamp")]) from None

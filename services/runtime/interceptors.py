@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from services.runtime import context
+from services.runtime import context, limits
 from services.runtime.authn import TokenVerifier
 from services.runtime.authz import XFCC_HEADER, Policy
 from services.runtime.errors import DomainError, internal_status
@@ -53,9 +53,11 @@ class ServerInterceptor(grpc.ServerInterceptor):
         # Streaming methods (health Watch, reflection) are the library's own.
         if handler is None or handler.unary_unary is None:
             return handler
+        # A request that cannot be parsed or breaks a length limit reaches `_wrap` as
+        # `limits.Rejected`, so it is refused as INVALID_ARGUMENT, not grpcio's INTERNAL.
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, details),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(limits.refuse_rejected(handler.unary_unary), details),
+            request_deserializer=limits.checked_parser(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

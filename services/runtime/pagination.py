@@ -44,7 +44,8 @@ class PageTokens:
             return None
         body, _, mac = token.partition(".")
         try:
-            valid = hmac.compare_digest(mac, _b64(self._sign(body, query)))
+            # compare_digest takes only ASCII str; a token we issued is always ASCII.
+            valid = token.isascii() and hmac.compare_digest(mac, _b64(self._sign(body, query)))
             cursor = json.loads(_unb64(body)) if valid else None
         except (ValueError, binascii.Error):
             cursor = None

@@ -187,7 +187,7 @@ def normalise_roles(roles: Iterable[str]) -> tuple[str, ...]:
     unknown = sorted(wanted - set(ALLOWED_ROLES))
     if unknown:
         allowed = ", ".join(ALLOWED_ROLES)
-        raise InvalidArgument([("roles", f"unknown role {unknown[0]!r}; allowed: {allowed}")])
+        raise InvalidArgument([("roles", f"names an unknown role; allowed: {allowed}")])
     return tuple(role for role in ALLOWED_ROLES if role in wanted or role == USER)
 
 
@@ -223,7 +223,7 @@ def check_update(caller: Caller, target_id: str, mask_paths: Sequence[str]) -> f
     if unknown:
         allowed = ", ".join(sorted(MUTABLE_FIELDS))
         raise InvalidArgument(
-            [("update_mask", f"unknown field {unknown[0]!r}; allowed: {allowed}")]
+            [("update_mask", f"names a field that cannot be changed; allowed: {allowed}")]
         )
     check_access(caller, target_id)
     if not caller.is_admin and paths & ADMIN_ONLY_FIELDS:
@@ -253,7 +253,7 @@ def validate_update(
         elif path == "active":
             changes[path] = active
         else:
-            violations.append(("update_mask", f"unknown field {path!r}"))
+            violations.append(("update_mask", "names a field that cannot be changed"))
     if violations:
         raise InvalidArgument(violations)
     return changes

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.runtime.db import create_tables
 from services.runtime.errors import InvalidArgument
 from services.user_svc.domain import (
     ADMIN,
@@ -130,7 +131,7 @@ class UserStore:
         self._clock = clock
 
     def create_schema(self) -> None:
-        _Base.metadata.create_all(self._engine)
+        create_tables(self._engine, _Base.metadata)
 
     def create_user(self, email: str, password_hash: str, display_name: str) -> UserRecord:
         """Inserts a user; the first one on an empty table is an admin. EmailTaken if taken.

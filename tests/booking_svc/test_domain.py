@@ -240,3 +240,30 @@ def test_malformed_cursor_is_invalid_page_token(raw: dict[str, object]) -> None:
 def test_epoch_microseconds_round_trip() -> None:
     moment = datetime(2026, 6, 1, 14, 0, 0, 123456, tzinfo=UTC)
     assert from_epoch_us(to_epoch_us(moment)) == moment
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1999-12-31", "2100-01-01"])
+def test_departure_date_outside_the_window_is_invalid(day: str) -> None:
+    """9999-12-31 overflowed in the store's date arithmetic (INTERNAL)."""
+    with pytest.raises(InvalidArgument) as err:
+        validate_flight_filters("", "", day)
+    assert fields_of(err) == ["departure_date"]
+
+
+def test_departure_dates_at_the_window_edges_are_valid() -> None:
+    assert validate_flight_filters("", "", "2000-01-01").departure_date == date(2000, 1, 1)
+    assert validate_flight_filters("", "", "2099-12-31").departure_date == date(2099, 12, 31)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(9999, 12, 31, 23, 0, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, tzinfo=UTC),
+    ],
+)
+def test_flight_times_outside_the_window_are_invalid(moment: datetime) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        flight_with(departure_time=moment, arrival_time=moment)
+    assert set(fields_of(err)) == {"flight.departure_time", "flight.arrival_time"}

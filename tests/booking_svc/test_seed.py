@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -143,3 +145,34 @@ def test_seats_grow_with_distance() -> None:
         250,
         250,
     ]
+
+
+def test_seed_takes_the_rows_pandas_reads_in_the_same_order() -> None:
+    """The csv reader keeps what a pandas reading of flights.csv keeps, in the same order."""
+    pd = pytest.importorskip("pandas")
+    window = seed_window(TODAY, DAYS)
+    frame = pd.read_csv(data_dir() / "flights.csv.zip")
+    days = [window.source_start + timedelta(days=i) for i in range(DAYS)]
+    frame = frame[(frame["month"] * 100 + frame["day"]).isin({d.month * 100 + d.day for d in days})]
+    frame = frame.dropna(
+        subset=["sched_dep_time", "sched_arr_time", "carrier", "flight", "origin", "dest"]
+    ).sort_values(["month", "day", "sched_dep_time", "carrier", "flight", "origin"], kind="stable")
+    carriers = csv_column("airlines.csv", "carrier")
+    expected = [
+        (f"{r.carrier}{int(r.flight)}", r.origin, r.dest)
+        for r in frame.itertuples(index=False)
+        if r.carrier in carriers
+    ]
+    assert [(f.number, f.origin, f.destination) for f in seed_flights(TODAY, DAYS)] == expected
+
+
+def test_booking_svc_starts_without_pandas() -> None:
+    """pandas would add tens of MiB to every booking-svc instance; the seed does without."""
+    check = (
+        "import sys, services.booking_svc.server, services.booking_svc.seed; "
+        "print('pandas' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "False"

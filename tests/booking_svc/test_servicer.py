@@ -12,6 +12,8 @@ from functools import partial
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
 from airline.user.v1 import user_pb2
@@ -115,6 +117,8 @@ def test_filters_and_price_order_apply_across_pages(stack: Stack) -> None:
         ("order_by", {"order_by": "seats"}),
         ("origin", {"origin": "NEWARK"}),
         ("departure_date", {"departure_date": "2026-13-45"}),
+        ("departure_date", {"departure_date": "9999-12-31"}),  # overflowed in the store
+        ("departure_date", {"departure_date": "0001-01-01"}),
     ],
 )
 def test_bad_filters_are_invalid_argument_naming_the_field(
@@ -139,6 +143,19 @@ def test_unknown_flight_is_not_found(stack: Stack) -> None:
     assert _code(stack.bookings.GetFlight, request) == grpc.StatusCode.NOT_FOUND
 
 
+def test_not_found_messages_do_not_quote_the_id(stack: Stack) -> None:
+    me = stack.sign_up()
+    for call, request in (
+        (stack.bookings.GetFlight, booking_pb2.GetFlightRequest(flight_id="no-such-id")),
+        (stack.bookings.GetBooking, booking_pb2.GetBookingRequest(booking_id="no-such-id")),
+        (stack.bookings.CancelBooking, booking_pb2.CancelBookingRequest(booking_id="no-such-id")),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, metadata=me.auth, timeout=10)  # type: ignore[operator]
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "no-such-id" not in str(err.value.details())
+
+
 def test_admin_creates_a_flight_with_every_seat_available(stack: Stack) -> None:
     flight = _new_flight(stack, seats=7)
     assert (flight.seats_total, flight.seats_available) == (7, 7)
@@ -159,13 +176,21 @@ def test_non_admin_cannot_create_a_flight(stack: Stack) -> None:
 def test_bad_new_flight_names_each_field(stack: Stack) -> None:
     assert stack.admin is not None
     request = booking_pb2.CreateFlightRequest(
-        flight=booking_pb2.Flight(number="??", origin="EWR", destination="EWR", seats_total=0)
+        flight=booking_pb2.Flight(
+            number="??", origin="NOT-AN-AIRPORT", destination="EWR", seats_total=0
+        )
     )
     with pytest.raises(grpc.RpcError) as err:
         stack.bookings.CreateFlight(request, metadata=stack.admin.auth, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = {f for f, _ in field_violations(err.value)}
-    assert {"flight.number", "flight.seats_total", "flight.departure_time"} <= fields
+    # A merely wrong code is within its length ceiling: every field is still named at once.
+    assert {
+        "flight.number",
+        "flight.origin",
+        "flight.seats_total",
+        "flight.departure_time",
+    } <= fields
 
 
 # --- bookings ------------------------------------------------------------------------
@@ -384,3 +409,62 @@ def test_booking_succeeds_without_delay_risk_when_predict_svc_cannot_answer(
         booking = _book(stubs, stack.sign_up(), flight.flight_id)
     assert booking.state == Booking.CONFIRMED
     assert not booking.HasField("delay_risk")
+
+
+# --- times -----------------------------------------------------------------------------
+
+
+def _flight_at(departure: datetime) -> booking_pb2.Flight:
+    return booking_pb2.Flight(
+        number="UA1545",
+        origin="EWR",
+        destination="IAH",
+        departure_time=_ts(departure),
+        arrival_time=_ts(departure + timedelta(hours=3)),
+        seats_total=10,
+        price_cents=10_000,
+        currency="USD",
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(10**12, 0), (-(10**12), 0), (0, 2 * 10**9), (253402300799, 0), (-62135596800, 0)],
+)
+def test_new_flight_with_an_out_of_range_time_is_invalid_argument(
+    stack: Stack, seconds: int, nanos: int
+) -> None:
+    """A Timestamp beyond year 9999 failed to convert (INTERNAL); years 1 and 9999 too."""
+    assert stack.admin is not None
+    flight = _flight_at(datetime(2026, 6, 1, tzinfo=UTC))
+    flight.departure_time.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+    with pytest.raises(grpc.RpcError) as err:
+        stack.bookings.CreateFlight(
+            booking_pb2.CreateFlightRequest(flight=flight), metadata=stack.admin.auth, timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "flight.departure_time" in {f for f, _ in field_violations(err.value)}
+
+
+def _reason(err: grpc.RpcError) -> str:
+    found = rpc_status.from_call(err)
+    assert found is not None
+    info = error_details_pb2.ErrorInfo()
+    assert found.details[0].Unpack(info)
+    return str(info.reason)
+
+
+def test_a_flight_that_has_departed_cannot_be_booked(stack: Stack) -> None:
+    assert stack.admin is not None
+    departed = stack.bookings.CreateFlight(
+        booking_pb2.CreateFlightRequest(flight=_flight_at(datetime.now(UTC) - timedelta(hours=1))),
+        metadata=stack.admin.auth,
+        timeout=10,
+    )
+    me = stack.sign_up()
+    with pytest.raises(grpc.RpcError) as err:
+        _book(stack.bookings, me, departed.flight_id)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(err.value) == "FLIGHT_DEPARTED"
+    assert "departed" in str(err.value.details())
+    assert _seats(stack, departed.flight_id) == 10

@@ -5,14 +5,6 @@ Races use one engine per thread, as separate service instances would.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -20,17 +12,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 
 from services.booking_svc.domain import (
     BookingNotFound,
     BookingState,
     FlightCursor,
+    FlightDeparted,
     FlightFilters,
     FlightNotFound,
     NewFlight,
@@ -61,88 +53,8 @@ def new_flight(
     return NewFlight("B6123", origin, dest, departure, departure + timedelta(hours=6), seats, price)
 
 
-# --- Databases --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_by_pid(pid: int, pidfile: Path) -> None:
-    """Fast-shuts a postmaster down and waits, with a deadline, until it is gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not pidfile.exists() or not Path(f"/proc/{pid}").exists():
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server on a free port; yields its base URL."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("initdb/pg_ctl not on PATH: install postgresql for the PostgreSQL cases")
-    pytest.importorskip("psycopg", reason="psycopg missing: pip install '.[postgres]'")
-    as_postgres: list[str] = []
-    account: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: run the server as the postgres user.
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user to run the server")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="booking-pg-"))
-    if account is not None:
-        os.chown(base, account.pw_uid, account.pw_gid)
-    data, port = base / "data", free_port()
-    pidfile = data / "postmaster.pid"
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    try:
-        subprocess.run(
-            [*as_postgres, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        start = ["-l", str(base / "log"), "-o", options, "-w", "-t", "60", "start"]
-        subprocess.run(
-            [*as_postgres, pg_ctl, "-D", str(data), *start],
-            check=True,
-            capture_output=True,
-            timeout=90,
-        )
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        if pidfile.exists():
-            stop_by_pid(int(pidfile.read_text().split()[0]), pidfile)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'booking.db'}"
-        return
-    server: str = request.getfixturevalue("postgres")
-    name = f"booking_{uuid.uuid4().hex}"
-    admin = make_engine(f"{server}/postgres").execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.engine.dispose()
+# --- Databases ---------------------------------------------------------------------------
+# `database_url` (tests/conftest.py): a SQLite file, then a fresh PostgreSQL database.
 
 
 @pytest.fixture
@@ -419,6 +331,43 @@ def test_same_request_id_for_another_flight_returns_first_booking(store: Booking
     assert store.get_flight(other.flight_id).seats_available == other.seats_total
 
 
+def _departed(departs: datetime) -> None:
+    raise FlightDeparted("f")
+
+
+def test_a_retry_after_departure_returns_the_first_booking(store: BookingStore) -> None:
+    """The departure rule judges new bookings only: a retry still sees its outcome."""
+    flight = store.create_flight(new_flight())
+    first, _ = book(store, flight.flight_id)
+    again, created = store.create_booking(
+        user_id="u-1",
+        request_id="r-1",
+        flight_id=flight.flight_id,
+        seat_class=SeatClass.ECONOMY,
+        passenger_name="Ada Lovelace",
+        price_for=price_for,
+        delay_risk=None,
+        bookable=_departed,
+    )
+    assert (again, created) == (first, False)
+
+
+def test_a_refused_new_booking_takes_no_seat(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    with pytest.raises(FlightDeparted):
+        store.create_booking(
+            user_id="u-1",
+            request_id="r-new",
+            flight_id=flight.flight_id,
+            seat_class=SeatClass.ECONOMY,
+            passenger_name="Ada Lovelace",
+            price_for=price_for,
+            delay_risk=None,
+            bookable=_departed,
+        )
+    assert store.get_flight(flight.flight_id).seats_available == flight.seats_total
+
+
 def test_same_request_id_from_another_user_is_another_booking(store: BookingStore) -> None:
     flight = store.create_flight(new_flight())
     mine, _ = book(store, flight.flight_id, user="u-1")
@@ -492,3 +441,28 @@ def test_bookings_are_listed_newest_first_per_user_in_pages(store: BookingStore)
             break
     assert pages == [b for b in newest_first if b.user_id == "u-0"]
     assert store.list_bookings(None, None, 100) == (newest_first, None)
+
+
+def test_reads_answer_while_another_instance_holds_an_uncommitted_booking(
+    store: BookingStore, open_store: Callable[[], BookingStore], database_url: str
+) -> None:
+    """Reads see the last committed seats instead of queueing behind a writer's lock."""
+    flight = store.create_flight(new_flight(seats=5))
+    reading = open_store()
+    writer = make_engine(database_url)
+    try:
+        with writer.begin() as conn, ThreadPoolExecutor(max_workers=1) as pool:
+            conn.execute(
+                update(FLIGHTS)
+                .where(FLIGHTS.c.flight_id == flight.flight_id)
+                .values(seats_available=FLIGHTS.c.seats_available - 1)
+            )
+            seen = pool.submit(reading.get_flight, flight.flight_id).result(timeout=10)
+            page = pool.submit(
+                reading.list_flights, FlightFilters(), parse_order_by(""), None, 20
+            ).result(timeout=10)
+        assert seen.seats_available == 5
+        assert [f.flight_id for f in page[0]] == [flight.flight_id]
+        assert store.get_flight(flight.flight_id).seats_available == 4
+    finally:
+        writer.dispose()

@@ -184,6 +184,13 @@ def test_grpc_clients_keep_their_trailers(probe_edge: ProbeEdge) -> None:
     assert dict(call.trailing_metadata())["x-probe-trailer"] == "kept"
 
 
+def test_a_header_name_grpc_cannot_carry_is_dropped_not_a_500(probe_edge: ProbeEdge) -> None:
+    """HTTP allows `x^y` as a header name, gRPC metadata does not: the call still succeeds."""
+    with probe_edge.client() as client:
+        response = client.get("/v1/models/odd-header", headers={"x^y": "1", "a|b": "2"})
+    assert response.status_code == 200, response.text
+
+
 # --- 4. paths and methods -----------------------------------------------------------------
 
 

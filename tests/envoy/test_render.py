@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.envoy.conftest import ENVOY, RENDER, ROOT
 
@@ -104,3 +105,24 @@ def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -
     assert '{"POST", "^/v1/bookings/[^/]+:cancel$"}' in text
     assert '{"DELETE", "^/v1/users/[^/]+$"}' in text
     assert 'local API_PREFIXES = {"/v1/"}' in text
+
+
+def _route_configs(config: Path) -> list[dict[str, object]]:
+    document = yaml.safe_load(config.read_text())
+    [edge] = [x for x in document["static_resources"]["listeners"] if x["name"] == "edge"]
+    manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
+    [host] = manager["route_config"]["virtual_hosts"]
+    return [dict(r.get("typed_per_filter_config") or {}) for r in host["routes"]]
+
+
+def test_reads_cost_no_rate_limit_call_unless_they_are_limited(tmp_path: Path) -> None:
+    """A read asks the rate limit service only when READ_RATE_LIMIT is set."""
+    out = tmp_path / "envoy.yaml"
+    assert render(out, "--ratelimit", "127.0.0.1:18081").returncode == 0
+    assert envoy_accepts(out).returncode == 0
+    assert not any("ratelimit_fail_open" in c for c in _route_configs(out))
+    assert render(out, "--ratelimit", "127.0.0.1:18081", "--read-limit", "600").returncode == 0
+    assert envoy_accepts(out).returncode == 0
+    limited = [c for c in _route_configs(out) if "ratelimit_fail_open" in c]
+    assert len(limited) == 4  # the four public services' other methods
+    assert not any("ratelimit_fail_closed" in c for c in limited)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -205,14 +205,21 @@ def new_route() -> tuple[str, str]:
     return f"Q{letters[:2]}", f"Z{letters[2:4]}"
 
 
+def in_days(days: int, hour: int = 10) -> str:
+    """An RFC 3339 UTC time `days` from today at `hour`:00: flights tests book must not
+    have departed, whenever the suite runs."""
+    day = datetime.now(UTC).date() + timedelta(days=days)
+    return f"{day.isoformat()}T{hour:02d}:00:00Z"
+
+
 def new_flight() -> dict[str, Any]:
     origin, destination = new_route()
     return {
         "number": "AA100",
         "origin": origin,
         "destination": destination,
-        "departure_time": "2027-05-01T08:00:00Z",
-        "arrival_time": "2027-05-01T11:30:00Z",
+        "departure_time": in_days(150, 8),
+        "arrival_time": in_days(150, 11),
         "seats_total": 120,
         "price_cents": 25_000,
         "currency": "USD",
@@ -231,10 +238,11 @@ class Catalogue:
         *,
         seats: int = 10,
         price_cents: int = 12_345,
-        departure: str = "2027-03-01T10:00:00Z",
+        departure: str | None = None,
         route: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         origin, destination = route or new_route()
+        departure = departure or in_days(90)
         leaves = timestamp(departure)
         body = {
             "number": "ZZ42",

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+from sklearn.pipeline import Pipeline
 
-from services.predict_svc.model import TrainedModel, train
+from services.predict_svc.fitting import fit
+from services.predict_svc.model import TrainedModel
 
 TEST_ROWS = 20_000
 
 
 @pytest.fixture(scope="session")
-def trained_model() -> TrainedModel:
-    """The flight-delay model trained on 20,000 sampled flights (about a second)."""
-    return train(max_rows=TEST_ROWS)
+def fitted() -> tuple[TrainedModel, Pipeline, pd.DataFrame]:
+    """The flight-delay model trained on 20,000 sampled flights (about a second), with
+    the scikit-learn pipeline it was compiled from and its holdout rows."""
+    return fit(max_rows=TEST_ROWS)
+
+
+@pytest.fixture(scope="session")
+def trained_model(fitted: tuple[TrainedModel, Pipeline, pd.DataFrame]) -> TrainedModel:
+    return fitted[0]
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from services.predict_svc.fitting import train
 from services.predict_svc.model import (
     FEATURES,
     MODEL_ID,
     TrainedModel,
     Violation,
     model_version,
-    train,
     validate_instances,
 )
 from tests.predict_svc.conftest import TEST_ROWS
@@ -206,3 +206,13 @@ def test_bytes_round_trip_gives_the_same_predictions(
     loaded = TrainedModel.from_bytes(trained_model.to_bytes())
     assert loaded.version == trained_model.version
     assert np.array_equal(loaded.predict_proba(rows), trained_model.predict_proba(rows))
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59Z", "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z"]
+)
+def test_departure_outside_the_window_is_named(instance: dict[str, object], when: str) -> None:
+    instance["scheduled_departure"] = when
+    ((field, description),) = [(v.field, v.description) for v in _violations(instance)]
+    assert field == "instances[0].scheduled_departure"
+    assert "2000-01-01" in description

@@ -5,9 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_status import rpc_status
 
 from airline.predict.v1 import predict_pb2
-from services.runtime.errors import field_violations
+from services.runtime.errors import MAX_VIOLATIONS, field_violations
 from tests.conftest import Stack
 
 FLIGHT = {
@@ -44,6 +45,7 @@ def test_get_model_returns_it_and_unknown_is_not_found(stack: Stack) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stack.predictions.GetModel(predict_pb2.GetModelRequest(model_id="nope"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" not in str(err.value.details())  # no error message quotes a submitted value
 
 
 def test_predict_needs_a_signed_in_caller(stack: Stack) -> None:
@@ -93,3 +95,24 @@ def test_bad_feature_is_named_by_instance_and_field(stack: Stack) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = {f for f, _ in field_violations(err.value)}
     assert fields == {"instances[1].origin", "instances[1].scheduled_departure"}
+
+
+def _status_size(err: grpc.RpcError) -> int:
+    found = rpc_status.from_call(err)
+    assert found is not None
+    return len(found.SerializeToString())
+
+
+def test_a_thousand_bad_instances_answer_a_bounded_invalid_argument(stack: Stack) -> None:
+    """Every violation listed would outgrow a gRPC trailer; the status keeps the first 50."""
+    me = stack.sign_up()
+    long_key = "ключ" * 200  # unknown feature names are echoed in field paths
+    bad = {**FLIGHT, "origin": "newark", long_key: 1}
+    with pytest.raises(grpc.RpcError) as err:
+        stack.predictions.Predict(_request(*[bad] * 1000), metadata=me.auth, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(err.value)
+    assert 0 < len(violations) <= MAX_VIOLATIONS
+    assert violations[0][0].startswith("instances[0].")
+    assert "2000 in all" in str(err.value.details())
+    assert _status_size(err.value) < 5 * 1024

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -110,3 +112,22 @@ def test_two_instances_saving_at_once_keep_one_row(
     other.dispose()
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ModelRow)).scalar_one() == 1
+
+
+@pytest.mark.slow
+def test_training_on_a_fresh_database_leaves_sklearn_out_of_the_serving_process(
+    tmp_path: Path,
+) -> None:
+    """Training happens in a child process; the server keeps only the model's arrays."""
+    check = (
+        "import sys; from services.predict_svc.store import ModelStore; "
+        "from services.predict_svc.training import load_or_train; "
+        "from services.runtime.db import make_engine; "
+        f"store = ModelStore(make_engine('sqlite:///{tmp_path / 'fresh.db'}')); "
+        "store.create_schema(); model = load_or_train(store, max_rows=3000); "
+        "print(model.metrics['train_rows'], 'pandas' in sys.modules, 'sklearn' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert found.stdout.split() == ["2400.0", "False", "False"]

@@ -179,3 +179,35 @@ def test_malformed_cursor_fields_are_an_invalid_page_token(fields: dict[str, str
     with pytest.raises(InvalidArgument) as exc:
         Cursor.from_dict(fields)
     assert exc.value.violations == (("page_token", "is not a token this query returned"),)
+
+
+# --- Instances sharing one database: SQLite, then PostgreSQL (tests/conftest.py) --------
+
+INSTANCES = 4
+
+
+@pytest.fixture
+def instance_stores(database_url: str) -> Iterator[list[UserStore]]:
+    """One store per instance, each on its own engine, none with its schema yet."""
+    engines = [make_engine(database_url) for _ in range(INSTANCES)]
+    yield [UserStore(e) for e in engines]
+    for e in engines:
+        e.dispose()
+
+
+def test_instances_starting_together_create_the_schema_and_share_users(
+    instance_stores: list[UserStore],
+) -> None:
+    barrier = threading.Barrier(len(instance_stores))
+
+    def start(store: UserStore) -> None:
+        barrier.wait(timeout=30)
+        store.create_schema()
+
+    with ThreadPoolExecutor(max_workers=len(instance_stores)) as pool:
+        list(pool.map(start, instance_stores))
+    created = instance_stores[0].create_user("ada@example.com", HASH, "Ada")
+    found = instance_stores[-1].get_by_email("ada@example.com")
+    assert found is not None
+    assert found[0] == created
+    assert created.is_admin

@@ -1,0 +1,132 @@
+"""The mesh's PostgreSQL server (MESH_DATABASE=postgres): its cluster, roles and URLs.
+
+`prepare` makes the cluster once, before supervisord runs the server: initdb into the
+PostgreSQL folder (0700), then, in single-user mode, one role and one database per
+service, each role's password random and kept only in a 0600 pgpass file that the
+service's DATABASE_URL names, so no password is in an environment or a config file.
+The server listens on loopback only and takes passwords (SCRAM) from there.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from mesh.config import SERVICES, MeshConfig
+
+# initdb and postgres refuse to run as root; as root the cluster belongs to this user.
+SERVER_USER = "postgres"
+
+
+def role(service: str) -> str:
+    """The role and the database of `service`: `auth-svc` -> `auth_svc`."""
+    return service.replace("-", "_")
+
+
+def binary(name: str) -> str:
+    """`initdb` or `postgres`: from PATH, else from Debian's versioned folder."""
+    found = shutil.which(name)
+    if found is None:
+        versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=_version)
+        if not versions:
+            raise FileNotFoundError(f"{name} not found: apt-get install postgresql")
+        found = str(versions[-1])
+    return found
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in path.parts[-3].split(".") if part.isdigit())
+
+
+def run_as() -> list[str]:
+    """The command prefix that runs a server tool as its user (`runuser` when root)."""
+    return ["runuser", "-u", SERVER_USER, "--"] if os.geteuid() == 0 else []
+
+
+def data_dir(cfg: MeshConfig) -> Path:
+    return cfg.pg_dir / "data"
+
+
+def socket_dir(cfg: MeshConfig) -> Path:
+    return cfg.pg_dir / "run"
+
+
+def passfile(cfg: MeshConfig, service: str) -> Path:
+    return cfg.path("pg-secrets", f"{service}.pgpass")
+
+
+def database_url(cfg: MeshConfig, service: str) -> str:
+    """What `service` connects with: its role on loopback, the password from its pgpass."""
+    name = role(service)
+    return (
+        f"postgresql+psycopg://{name}@{cfg.host}:{cfg.ports.postgres}/{name}"
+        f"?passfile={passfile(cfg, service)}"
+    )
+
+
+def server_command(cfg: MeshConfig) -> str:
+    """The server in the foreground, for supervisord."""
+    return (
+        f"{binary('postgres')} -D {data_dir(cfg)} -p {cfg.ports.postgres}"
+        f" -k {socket_dir(cfg)} -c listen_addresses={cfg.host}"
+    )
+
+
+def prepare(cfg: MeshConfig) -> None:
+    """Creates the cluster, the roles, the databases and the pgpass files, once."""
+    if (data_dir(cfg) / "PG_VERSION").exists():
+        return
+    owner = pwd.getpwnam(SERVER_USER) if os.geteuid() == 0 else None
+    for folder in (cfg.pg_dir, socket_dir(cfg)):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        if owner is not None:
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+    _run(
+        [
+            *run_as(),
+            binary("initdb"),
+            "-D",
+            str(data_dir(cfg)),
+            "-U",
+            SERVER_USER,
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+        ]
+    )
+    statements = [_create(cfg, service) for service in SERVICES]
+    _run(
+        [*run_as(), binary("postgres"), "--single", "-D", str(data_dir(cfg)), "postgres"],
+        "".join(statements),
+    )
+
+
+def _run(command: list[str], stdin: str = "") -> None:
+    done = subprocess.run(
+        command, input=stdin, text=True, capture_output=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        # The tools' own messages; the statements (with passwords) are not echoed.
+        raise RuntimeError(f"{Path(command[-1]).name}: {done.stderr.strip()[-2000:]}")
+
+
+def _create(cfg: MeshConfig, service: str) -> str:
+    """The role and database of `service`; its password written to its pgpass (0600)."""
+    name, password = role(service), secrets.token_urlsafe(24)
+    path = passfile(cfg, service)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{cfg.host}:{cfg.ports.postgres}:{name}:{name}:{password}\n")
+    # Single-user mode reads one statement per line; the password is never logged.
+    return (
+        f"CREATE ROLE {name} LOGIN PASSWORD '{password}'\n"
+        f"CREATE DATABASE {name} OWNER {name}\n"
+        # Each service reaches its own database only: it reads no other's tables.
+        f"REVOKE CONNECT ON DATABASE {name} FROM PUBLIC\n"
+    )
