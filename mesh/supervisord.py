@@ -152,6 +152,7 @@ def _postgres(cfg: MeshConfig) -> str:
         stopwaitsecs=30,
         stopsignal="INT",
         extra=extra,
+        autostart=True,
     )
 
 
