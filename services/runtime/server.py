@@ -190,7 +190,12 @@ def serve(config: ServerConfig, build: Builder) -> None:
     logs.configure(config.service_name, config.log_level)
     registry = CollectorRegistry()
     trust = _trust(config)
-    definition = build(config, registry, identity=trust.identity if trust else None)
+    # A builder without channels to other services (the rate limit service's) takes no identity.
+    definition = (
+        build(config, registry)
+        if trust is None
+        else build(config, registry, identity=trust.identity)
+    )
     registrar = None
     if config.consul_addr:
         registrar = ConsulRegistrar(
