@@ -25,11 +25,11 @@ from google.protobuf import timestamp_pb2
 from airline.mesh.v1 import certificate_pb2, certificate_pb2_grpc
 from controlplane.ca import MeshCA, renew_time
 from services.runtime.identity import IdentityError, validate_workload_name
+from services.runtime.limits import CSR_CHARS
 
 log = logging.getLogger(__name__)
 
 TOKEN_METADATA = "x-consul-token"  # noqa: S105 - a metadata key, not a secret
-_MAX_CSR_BYTES = 8192
 
 
 class Refused(Exception):
@@ -124,7 +124,7 @@ def _token(context: grpc.ServicerContext) -> str:
 
 
 def _public_key(csr_pem: str) -> ec.EllipticCurvePublicKey:
-    if not csr_pem or len(csr_pem) > _MAX_CSR_BYTES:
+    if not csr_pem or len(csr_pem) > CSR_CHARS:
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "csr_pem must be a PEM CSR")
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
