@@ -1,20 +1,27 @@
 """The running control plane: an ADS server fed by a Consul watcher and, when the mesh
-has a CA, Envoy's identity (SDS), renewed before it expires."""
+has a CA, Envoy's identity (SDS) and the CA's signing endpoint for the services, each
+certificate renewed before it expires."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent import futures
 
+import grpc
+
+from airline.mesh.v1 import certificate_pb2_grpc
 from controlplane.ads import XdsServer
 from controlplane.ca import MeshCA, write_operator_credentials
 from controlplane.config import ControlPlaneConfig
 from controlplane.consul import ConsulWatcher, Instances
 from controlplane.resources import make_snapshot
 from controlplane.sds import EnvoyIdentity
+from controlplane.signing import CertificateServicer, ConsulTokens
 from controlplane.store import SnapshotStore
+from services.runtime.identity import Credentials, ReloadingServerCredentials
 
 log = logging.getLogger("controlplane")
 
@@ -27,11 +34,17 @@ class ControlPlane:
         self.store = SnapshotStore()
         self.server = XdsServer(self.store, config.xds_host, config.xds_port)
         self.watcher = ConsulWatcher(config, self._publish)
-        self.identity = _envoy_identity(config)
+        ca = _mesh_ca(config)
+        self.identity = _envoy_identity(config, ca)
         self._lock = threading.Lock()
         self._view: Mapping[str, Instances] | None = None
         self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew_when_due, name="renew", daemon=True)
+        self._renewers: list[threading.Thread] = []
+        if self.identity is not None:
+            self._renewers.append(self._renewer(self.identity, self._push, "renew-envoy"))
+        self.signing = _signing_server(config, ca) if ca is not None and config.ca_addr else None
+        if self.signing is not None:
+            self._renewers.append(self._renewer(self.signing.identity, lambda: None, "renew-ca"))
 
     @property
     def port(self) -> int:
@@ -40,15 +53,18 @@ class ControlPlane:
 
     def start(self) -> None:
         self.server.start()
+        if self.signing is not None:
+            self.signing.start()
         self.watcher.start()
-        if self.identity is not None:
-            self._renewer.start()
+        for renewer in self._renewers:
+            renewer.start()
         log.info(
             "serving",
             extra={
                 "xds_addr": f"{self.config.xds_host}:{self.port}",
                 "consul": self.config.consul_addr,
                 "sds": self.identity is not None,
+                "ca_addr": self.config.ca_addr if self.signing is not None else None,
             },
         )
 
@@ -57,8 +73,11 @@ class ControlPlane:
         log.info("stopping", extra={"grace_seconds": self.config.grace_seconds})
         self._stop.set()
         self.watcher.stop(watcher_timeout)
-        if self._renewer.is_alive():
-            self._renewer.join(watcher_timeout)
+        for renewer in self._renewers:
+            if renewer.is_alive():
+                renewer.join(watcher_timeout)
+        if self.signing is not None:
+            self.signing.stop(self.config.grace_seconds)
         self.server.stop(self.config.grace_seconds)
         log.info("stopped")
 
@@ -70,13 +89,24 @@ class ControlPlane:
         log.info("envoy certificate renewed", extra={"not_after": issued.not_after.isoformat()})
         self._push()
 
-    def _renew_when_due(self) -> None:
-        assert self.identity is not None  # Started only with an identity.
-        while True:
-            due = self.identity.current.renew_at - datetime.datetime.now(datetime.UTC)
-            if self._stop.wait(max(due.total_seconds(), 0.0)):
-                return
-            self.renew_identity()
+    def _renewer(
+        self, identity: EnvoyIdentity, then: Callable[[], None], name: str
+    ) -> threading.Thread:
+        """A thread renewing `identity` when due, calling `then` after each renewal."""
+
+        def run() -> None:
+            while True:
+                due = identity.current.renew_at - datetime.datetime.now(datetime.UTC)
+                if self._stop.wait(max(due.total_seconds(), 1.0)):  # never a tight loop
+                    return
+                issued = identity.renew()
+                log.info(
+                    "certificate renewed",
+                    extra={"identity": name, "not_after": issued.not_after.isoformat()},
+                )
+                then()
+
+        return threading.Thread(target=run, name=name, daemon=True)
 
     def _publish(self, view: Mapping[str, Instances]) -> None:
         with self._lock:
@@ -93,8 +123,8 @@ class ControlPlane:
             self.store.set(make_snapshot(self._view, self.config.policy, secrets))
 
 
-def _envoy_identity(config: ControlPlaneConfig) -> EnvoyIdentity | None:
-    """The mesh CA (created on first start) and Envoy's certificate, when configured.
+def _mesh_ca(config: ControlPlaneConfig) -> MeshCA | None:
+    """The mesh CA (created on first start), when configured.
 
     The operator's credentials are written beside the CA at every start, so
     `var/pki/operator.pem` is always a fresh one.
@@ -103,7 +133,19 @@ def _envoy_identity(config: ControlPlaneConfig) -> EnvoyIdentity | None:
         return None
     ca = MeshCA.load_or_create(config.pki_dir / "ca")
     lifetime = datetime.timedelta(seconds=config.cert_lifetime_seconds)
-    write_operator_credentials(ca, config.pki_dir, lifetime)
+    write_operator_credentials(ca, config.pki_dir, max(lifetime, OPERATOR_LIFETIME))
+    return ca
+
+
+# The operator's files are not renewed while the mesh runs: they live a day at least.
+OPERATOR_LIFETIME = datetime.timedelta(hours=24)
+
+
+def _envoy_identity(config: ControlPlaneConfig, ca: MeshCA | None) -> EnvoyIdentity | None:
+    """Envoy's certificate, when the mesh has a CA."""
+    if ca is None:
+        return None
+    lifetime = datetime.timedelta(seconds=config.cert_lifetime_seconds)
     return EnvoyIdentity(
         ca,
         config.envoy_identity,
@@ -111,3 +153,57 @@ def _envoy_identity(config: ControlPlaneConfig) -> EnvoyIdentity | None:
         ip_addresses=config.envoy_ips,
         lifetime=lifetime,
     )
+
+
+class _IssuedSource:
+    """An `EnvoyIdentity`'s current certificate as a `CredentialSource`."""
+
+    def __init__(self, identity: EnvoyIdentity) -> None:
+        self._identity = identity
+
+    def version(self) -> object:
+        return self._identity.current.not_before, self._identity.current.cert_pem
+
+    def credentials(self) -> Credentials:
+        issued = self._identity.current
+        return Credentials(issued.cert_pem, issued.key_pem, issued.ca_pem)
+
+
+class SigningServer:
+    """`CertificateService` on its own TLS address, with the control plane's own certificate.
+
+    No client certificate is asked for: a workload comes here before it has one,
+    and proves its name with its Consul token instead.
+    """
+
+    def __init__(self, config: ControlPlaneConfig, ca: MeshCA) -> None:
+        host = config.ca_addr.rpartition(":")[0].strip("[]")
+        self.identity = EnvoyIdentity(
+            ca,
+            "controlplane",
+            dns_names=("localhost",),
+            ip_addresses=sorted({"127.0.0.1", host} - {"", "0.0.0.0", "::"}),
+            lifetime=datetime.timedelta(seconds=config.cert_lifetime_seconds),
+        )
+        self.tokens = ConsulTokens(config.consul_addr)
+        pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="ca")
+        self.server = grpc.server(pool)
+        servicer = CertificateServicer(
+            ca, self.tokens.service_of, datetime.timedelta(seconds=config.cert_lifetime_seconds)
+        )
+        certificate_pb2_grpc.add_CertificateServiceServicer_to_server(servicer, self.server)
+        creds = ReloadingServerCredentials(_IssuedSource(self.identity), require_client_auth=False)
+        self.port = self.server.add_secure_port(config.ca_addr, creds.credentials)
+        if self.port == 0:
+            raise OSError(f"cannot bind MESH_CA_ADDR {config.ca_addr}")
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self, grace: float) -> None:
+        self.server.stop(grace).wait()
+        self.tokens.close()
+
+
+def _signing_server(config: ControlPlaneConfig, ca: MeshCA) -> SigningServer:
+    return SigningServer(config, ca)

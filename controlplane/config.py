@@ -13,6 +13,9 @@
 | `ENVOY_IDENTITY_DNS` | `localhost` | DNS SANs, likewise |
 | `UPSTREAM_MTLS` | `0` | `1`: clusters speak mTLS to instances, checking their SPIFFE id |
 | `WORKLOAD_CERT_HOURS` | `24` | life of the certificates it issues; renewed at two thirds |
+| `CERT_LIFETIME_SECONDS` | (none) | the same in seconds (at least 10), for tests; wins |
+| `MESH_CA_ADDR` | (none) | where it serves `CertificateService` over TLS (needs `MESH_PKI_DIR`) |
+| `CONSUL_HTTP_TOKEN_FILE` | (none) | its Consul ACL token (read-only), read once at start |
 | `LOG_LEVEL` | `INFO` | |
 """
 
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.resources import DEFAULT_POLICY, ClusterPolicy
-from services.runtime.config import ConfigError, env_float, env_int, env_str
+from services.runtime.config import ConfigError, consul_token, env_float, env_int, env_str
 
 __all__ = ["ConfigError", "ControlPlaneConfig"]
 
@@ -63,6 +66,8 @@ class ControlPlaneConfig:
     envoy_ips: tuple[str, ...] = ("127.0.0.1",)
     envoy_dns: tuple[str, ...] = ("localhost",)
     cert_lifetime_seconds: float = 24 * 3600.0
+    ca_addr: str = ""
+    consul_token: str = field(default="", repr=False)
 
     @property
     def read_timeout_seconds(self) -> float:
@@ -90,7 +95,9 @@ class ControlPlaneConfig:
             envoy_identity=env_str(env, "ENVOY_IDENTITY", cls.envoy_identity),
             envoy_ips=_list(env_str(env, "ENVOY_IDENTITY_IPS", ",".join(cls.envoy_ips))),
             envoy_dns=_list(env_str(env, "ENVOY_IDENTITY_DNS", ",".join(cls.envoy_dns))),
-            cert_lifetime_seconds=_lifetime_hours(env) * 3600.0,
+            cert_lifetime_seconds=_lifetime_seconds(env),
+            ca_addr=env_str(env, "MESH_CA_ADDR", ""),
+            consul_token=consul_token(env),
             policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
         )
 
@@ -100,6 +107,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw not in ("", "0", "1", "true", "false"):
         raise ConfigError(f"{name} must be 0 or 1")
     return raw in ("1", "true")
+
+
+def _lifetime_seconds(env: Mapping[str, str]) -> float:
+    seconds = env_float(env, "CERT_LIFETIME_SECONDS", 0.0)
+    if seconds:
+        if seconds < 10:
+            raise ConfigError(f"CERT_LIFETIME_SECONDS={seconds} is below 10")
+        return seconds
+    return _lifetime_hours(env) * 3600.0
 
 
 def _lifetime_hours(env: Mapping[str, str]) -> float:

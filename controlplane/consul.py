@@ -47,6 +47,8 @@ class ConsulClient:
             ),
             # One long poll per watched service is open at any time.
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # With ACLs on, reads need a token with service and node read.
+            headers={"X-Consul-Token": config.consul_token} if config.consul_token else None,
         )
 
     def get(self, path: str, index: int) -> tuple[Any, int]:

@@ -26,7 +26,9 @@ from pathlib import Path
 from string import Template
 
 import body_schema  # envoy/body_schema.py: this script's directory is on sys.path
+import mesh_tls  # envoy/mesh_tls.py, likewise
 import rate_limits  # envoy/rate_limits.py, the same
+import yaml
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from google.rpc import error_details_pb2, status_pb2
@@ -134,6 +136,13 @@ class Settings:
     access_log: str = "/dev/stdout"
     node_id: str = "airline-envoy"
     node_cluster: str = "airline-edge"
+    # Mutual TLS on the mesh listener with the RBAC filter from the policy file;
+    # with it, the edge's TLS listener (when edge_tls is set).
+    mesh_tls: bool = False
+    policy: Path = ROOT / "mesh" / "policy.toml"
+    edge_tls: Address | None = None
+    edge_tls_cert: Path | None = None
+    edge_tls_key: Path | None = None
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
@@ -234,6 +243,11 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--xff-trusted-hops", ("ENVOY_XFF_TRUSTED_HOPS",), d.xff_trusted_hops, "proxies in front")
     opt("--access-log", ("ENVOY_ACCESS_LOG",), d.access_log, "JSON access log file")
     opt("--node-id", ("ENVOY_NODE_ID",), d.node_id, "node id sent to the control plane")
+    opt("--mesh-tls", ("ENVOY_MESH_TLS",), "0", "1: mTLS and RBAC on the mesh listener (SDS)")
+    opt("--policy", ("MESH_POLICY_FILE",), str(d.policy), "the mesh policy the RBAC is made of")
+    opt("--edge-tls", ("ENVOY_EDGE_TLS_ADDR",), "", "edge TLS listener HOST:PORT (--mesh-tls)")
+    opt("--edge-tls-cert", ("EDGE_TLS_CERT_FILE",), "", "edge TLS certificate (else SDS)")
+    opt("--edge-tls-key", ("EDGE_TLS_KEY_FILE",), "", "edge TLS private key (else SDS)")
     p.add_argument(
         "--static",
         action="append",
@@ -313,7 +327,14 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Settings
         xff_trusted_hops=int(args.xff_trusted_hops),
         access_log=str(args.access_log),
         node_id=str(args.node_id),
+        mesh_tls=str(args.mesh_tls).strip().lower() in ("1", "true"),
+        policy=Path(args.policy).resolve(),
+        edge_tls=Address.parse(args.edge_tls) if args.edge_tls else None,
+        edge_tls_cert=Path(args.edge_tls_cert).resolve() if args.edge_tls_cert else None,
+        edge_tls_key=Path(args.edge_tls_key).resolve() if args.edge_tls_key else None,
     )
+    if bool(settings.edge_tls_cert) != bool(settings.edge_tls_key):
+        raise RenderError("--edge-tls-cert and --edge-tls-key go together")
     return settings, bool(args.validate)
 
 
@@ -564,7 +585,31 @@ def render(settings: Settings) -> str:
             "\n".join(f"- {json.dumps(r)}" for r in docs_routes(settings.descriptor.parent)), 24
         ),
     }
-    return Template((HERE / "bootstrap.yaml").read_text()).substitute(values)
+    text = Template((HERE / "bootstrap.yaml").read_text()).substitute(values)
+    if not settings.mesh_tls:
+        return text
+    edge_tls = (settings.edge_tls.host, settings.edge_tls.port) if settings.edge_tls else None
+    secured = mesh_tls.apply(
+        yaml.safe_load(text),
+        _rbac_filter(settings.policy),
+        edge_tls,
+        settings.edge_tls_cert,
+        settings.edge_tls_key,
+    )
+    return yaml.safe_dump(secured, sort_keys=False, width=1000)
+
+
+def _rbac_filter(policy: Path) -> dict[str, object]:
+    """The mesh policy as the RBAC filter (controlplane/rbac.py renders it, one source)."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))  # after site-packages: envoy/ must not shadow xds-protos
+    from controlplane.rbac import rbac_filter
+    from services.runtime.authz import PolicyError, load_policy
+
+    try:
+        return rbac_filter(load_policy(policy))
+    except PolicyError as err:
+        raise RenderError(str(err)) from None
 
 
 def validate(path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh import envoy_config, postgres, supervisord
+from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
+from mesh import acl, envoy_config, postgres, supervisord
 from mesh.config import SERVICES, MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
@@ -43,31 +45,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def up(cfg: MeshConfig) -> int:
+    # Databases, keys, tokens and logs are the owner's alone: the folder is 0700 and
+    # everything the mesh's processes create in it is 0600 (umask 077 in supervisord).
+    private_dir(cfg.var_dir)
+    if cfg.database == "postgres" and os.geteuid() == 0:
+        # PostgreSQL runs as its own user and must pass through var/ to its data
+        # folder (0700, its own): others may traverse, never list or read.
+        cfg.var_dir.chmod(0o711)
     for folder in ("log", "db"):
-        cfg.path(folder).mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.path(folder))
     running = supervisord_pid(cfg) is not None
     if not running:
         # A dev agent restores the last run's registrations from its data dir:
         # their ports are gone, so start Consul from nothing.
         shutil.rmtree(cfg.path("consul"), ignore_errors=True)
+    _prepare_pki(cfg)
     if cfg.database == "postgres":
         postgres.prepare(cfg)
-    envoy_config.write(cfg)
+    envoy_config.write(cfg).chmod(0o600)
     conf = cfg.path("supervisord.conf")
-    conf.write_text(supervisord.render(cfg))
+    write_private(conf, supervisord.render(cfg).encode())
     if running:
-        print("mesh up: supervisord runs already; applying changes, starting what is stopped")
+        print("mesh up: supervisord runs already; applying changes")
         _ctl(cfg, "update")
-        _ctl(cfg, "start", "all", check=False)
     else:
-        print("mesh up: starting Consul, the control plane, Envoy and the services")
+        print("mesh up: starting Consul")
+        # supervisord opens its own log before its umask applies: make it private first.
+        log = cfg.path("log", "supervisord.log")
+        log.touch(mode=0o600)
+        log.chmod(0o600)
         subprocess.run([SUPERVISORD, "-c", conf], check=True)
+    print("mesh up: Consul's ACLs (bootstrap, one token per workload)")
+    acl.wait_for_leader(cfg.consul_addr, cfg.up_timeout_seconds)
+    acl.ensure_tokens(cfg.consul_addr, cfg.path("tokens"), SERVICES)
+    print("mesh up: starting the control plane, Envoy and the services")
+    _ctl(cfg, "start", "all", check=False)
     print(f"mesh up: waiting for the edge to answer (at most {cfg.up_timeout_seconds:.0f} s)")
     if not _wait_healthy(cfg):
         print(f"the edge did not become healthy; see {cfg.path('log')}/ and `make status`")
         return 1
     _print_where(cfg)
     return 0
+
+
+# Consul's check certificate is issued once per `make up` (the agent reads it at start).
+CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
+
+
+def _prepare_pki(cfg: MeshConfig) -> None:
+    """The mesh CA (the control plane loads the same), its public ca.pem for the services
+    to trust the CA endpoint by, and Consul's check certificate and TLS settings."""
+    ca = MeshCA.load_or_create(cfg.pki_dir / "ca")
+    write_private(cfg.pki_dir / "ca.pem", ca.cert_pem)
+    issued = ca.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
+    write_credentials(issued, cfg.pki_dir / "consul")
+    write_private(cfg.path("consul-tls.hcl"), supervisord.consul_tls(cfg).encode())
 
 
 def down(cfg: MeshConfig) -> int:
@@ -209,9 +241,13 @@ def _wait_healthy(cfg: MeshConfig) -> bool:
 
 
 def _consul_json(cfg: MeshConfig, path: str) -> Any:
+    """A read with the operator's (read-only) token: ACLs deny anonymous reads."""
     try:
-        url = f"http://{cfg.consul_addr}{path}"
-        with urllib.request.urlopen(url, timeout=2) as response:
+        token = cfg.token_file("operator").read_text().strip()
+        request = urllib.request.Request(
+            f"http://{cfg.consul_addr}{path}", headers={"X-Consul-Token": token}
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
             return json.loads(response.read())
     except OSError:
         return None
@@ -221,10 +257,12 @@ def _print_where(cfg: MeshConfig) -> None:
     p, h = cfg.ports, cfg.host
     print(f"""mesh is up
   edge (REST/JSON and gRPC)  http://{h}:{p.edge}       try: curl http://{h}:{p.edge}/v1/flights
+  edge with TLS              https://{h}:{p.edge_tls}      (curl --cacert {cfg.pki_dir}/ca.pem)
   mesh (service gRPC)        {h}:{p.mesh}
   Envoy admin                http://{h}:{p.admin}       metrics: /stats/prometheus
   Consul UI and API          http://{cfg.consul_addr}/ui
   logs                       {cfg.path("log")}/
+  operator credentials       {cfg.pki_dir}/ (ca.pem, operator.pem, operator-key.pem)
   `make status` shows processes and health checks; `make down` stops everything""")
 
 

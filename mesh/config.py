@@ -22,7 +22,10 @@ DATABASES = ("sqlite", "postgres")
 @dataclass(frozen=True)
 class Ports:
     edge: int = 8080
+    edge_tls: int = 8443
     mesh: int = 15001
+    # The control plane's CA endpoint (CertificateService over TLS): MESH_CA_ADDR.
+    ca: int = 18001
     admin: int = 9901
     xds: int = 18000
     consul_http: int = 8500
@@ -67,6 +70,10 @@ class MeshConfig:
     token_rate_limit: int = 10
     token_rate_window_seconds: int = 60
     service_env: Mapping[str, str] = field(default_factory=dict)
+    # Life of workload certificates; short in tests to see them rotate.
+    cert_lifetime_seconds: int = 24 * 3600
+    edge_tls_cert_file: str = ""
+    edge_tls_key_file: str = ""
     ratelimit_env: Mapping[str, str] = field(default_factory=dict)
     up_timeout_seconds: float = 180.0
     # "sqlite" (a file per service under var/db) or "postgres" (a local server).
@@ -99,6 +106,11 @@ class MeshConfig:
             pg_dir=Path(env_str(env, "MESH_PG_DIR", str(var_dir / "pg"))).resolve(),
             # Passed through to every service instance (e.g. BCRYPT_COST in tests).
             service_env={k: v for k, v in env.items() if k in _SERVICE_KEYS},
+            cert_lifetime_seconds=env_int(
+                env, "CERT_LIFETIME_SECONDS", defaults.cert_lifetime_seconds, minimum=10
+            ),
+            edge_tls_cert_file=env_str(env, "EDGE_TLS_CERT_FILE", ""),
+            edge_tls_key_file=env_str(env, "EDGE_TLS_KEY_FILE", ""),
             # The rate limit service's overrides of ratelimit/limits.toml.
             ratelimit_env={k: v for k, v in env.items() if k in _RATELIMIT_KEYS},
         )
@@ -107,8 +119,21 @@ class MeshConfig:
     def consul_addr(self) -> str:
         return f"{self.host}:{self.ports.consul_http}"
 
+    @property
+    def ca_addr(self) -> str:
+        return f"{self.host}:{self.ports.ca}"
+
     def path(self, *parts: str) -> Path:
         return self.var_dir.joinpath(*parts)
+
+    def token_file(self, name: str) -> Path:
+        """The Consul ACL token of `name` (a service, `controlplane`, `operator`), 0600."""
+        return self.path("tokens", f"{name}.token")
+
+    @property
+    def pki_dir(self) -> Path:
+        """The CA (ca/), the operator's files, Consul's check certificate (consul/)."""
+        return self.path("pki")
 
 
 _SERVICE_KEYS = frozenset(
@@ -123,6 +148,8 @@ _SERVICE_KEYS = frozenset(
         "CPU_SLOTS",
         "GRPC_MAX_WORKERS",
         "PREDICT_TIMEOUT_SECONDS",
+        # Encrypts auth-svc's signing keys at rest; supervisord.conf holding it is 0600.
+        "SIGNING_KEY_PASSPHRASE",
     }
 )
 _RATELIMIT_KEYS = frozenset(

@@ -1,10 +1,12 @@
 """supervisord's configuration for one local mesh: every process, its order and logs.
 
-PostgreSQL (with MESH_DATABASE=postgres) and Consul first, then Redis, the control
-plane and the rate limit service, then Envoy, then the services; services retry their
-registration while Consul comes up, supervisord restarts one that found its database
-not yet up, and Envoy keeps asking the control plane, so start order is a courtesy,
-not a dependency.
+PostgreSQL (with MESH_DATABASE=postgres) and Consul start with supervisord;
+everything else waits for `mesh up` to have set up Consul's ACLs (the tokens they
+start with), then starts in order: Redis, the control plane (with the CA endpoint the
+services get their certificates from) and the rate limit service, Envoy, the services.
+Services wait, bounded, for the CA and retry their registration, supervisord restarts
+one that found its database not yet up, and Envoy keeps asking the control plane, so
+the order is a courtesy, not a dependency.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ logfile={cfg.path("log", "supervisord.log")}
 pidfile={cfg.path("supervisord.pid")}
 directory={ROOT}
 childlogdir={cfg.path("log")}
+; files the mesh creates (databases, logs, keys) are the owner's only
+umask=077
 ; a process that dies is restarted; a stop is SIGTERM, then SIGKILL after stopwaitsecs
 minfds=4096
 
@@ -62,6 +66,7 @@ def _program(
     env: Mapping[str, str] | None = None,
     numprocs: int = 1,
     stopwaitsecs: int = 15,
+    autostart: bool = False,
     stopsignal: str = "TERM",
     extra: Mapping[str, str] | None = None,
 ) -> str:
@@ -73,7 +78,7 @@ def _program(
         f"process_name={process_name}",
         f"numprocs={numprocs}",
         f"priority={priority}",
-        "autostart=true",
+        f"autostart={'true' if autostart else 'false'}",
         "autorestart=true",
         "startsecs=1",
         f"stopsignal={stopsignal}",
@@ -97,14 +102,42 @@ def _escape(value: str) -> str:
 
 
 def _consul(cfg: MeshConfig) -> str:
+    # One server that keeps its state in its data dir, not a -dev agent: ACLs are
+    # server state, and a -dev agent restarted by supervisord would come back with
+    # none (every token unknown, nothing could register until the next `make up`).
     p = cfg.ports
     command = (
-        f"{CONSUL} agent -dev -config-file={ROOT / 'consul' / 'agent.hcl'}"
+        f"{CONSUL} agent -server -bootstrap-expect=1"
+        f" -config-file={ROOT / 'consul' / 'agent.hcl'}"
         f" -data-dir={cfg.path('consul')} -http-port={p.consul_http} -dns-port={p.consul_dns}"
         f" -server-port={p.consul_server} -serf-lan-port={p.consul_serf_lan}"
         f" -serf-wan-port={p.consul_serf_wan}"
+        f" -config-file={ROOT / 'consul' / 'acl.hcl'} -config-file={cfg.path('consul-tls.hcl')}"
     )
-    return _program("consul", command, cfg, priority=10)
+    return _program("consul", command, cfg, priority=10, autostart=True)
+
+
+def consul_tls(cfg: MeshConfig) -> str:
+    """The agent's TLS for its gRPC checks: it presents the `consul-health` certificate."""
+    folder = cfg.pki_dir / "consul"
+    return f"""\
+# Rendered by `make up`. Consul checks instances over TLS (GRPCUseTLS) and, with
+# enable_agent_tls_for_checks, presents this certificate: identity consul-health,
+# which the mesh policy lets call grpc.health.v1.Health only.
+ca_file   = "{folder / "ca.pem"}"
+cert_file = "{folder / "consul-health.pem"}"
+key_file  = "{folder / "consul-health-key.pem"}"
+enable_agent_tls_for_checks = true
+# The name checked in an instance's certificate; Consul would use its node name.
+# Instances are registered, and their certificates issued, for this address (IP SAN).
+server_name = "{cfg.host}"
+
+# One server on loopback: elect it at once, as -dev would (the default multiplier
+# of 5 is for servers across a network).
+performance {{
+  raft_multiplier = 1
+}}
+"""
 
 
 def _postgres(cfg: MeshConfig) -> str:
@@ -119,6 +152,7 @@ def _postgres(cfg: MeshConfig) -> str:
         stopwaitsecs=30,
         stopsignal="INT",
         extra=extra,
+        autostart=True,
     )
 
 
@@ -152,6 +186,11 @@ def _controlplane(cfg: MeshConfig) -> str:
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
         "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+        "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
+        "MESH_PKI_DIR": str(cfg.pki_dir),
+        "MESH_CA_ADDR": cfg.ca_addr,
+        "CERT_LIFETIME_SECONDS": str(cfg.cert_lifetime_seconds),
+        "UPSTREAM_MTLS": "1",
     }
     return _program("controlplane", f"{sys.executable} -m controlplane", cfg, priority=20, env=env)
 
@@ -174,6 +213,10 @@ def _service(cfg: MeshConfig, name: str) -> str:
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
         "DATABASE_URL": _database_url(cfg, name),
+        "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file(name)),
+        "MESH_CA_ADDR": cfg.ca_addr,
+        "MESH_CA_FILE": str(cfg.pki_dir / "ca.pem"),
+        "MESH_POLICY_FILE": str(ROOT / "mesh" / "policy.toml"),
     }
     # Drain (check interval + push) plus the grace for calls in flight, with room.
     return _program(

@@ -99,8 +99,12 @@ class KeyRing:
         refresh_seconds: float = 60.0,
         key_size: int = KEY_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        passphrase: bytes | None = None,
     ) -> None:
         self._engine = engine
+        # With a passphrase, new private keys are stored encrypted (PKCS#8, the best
+        # encryption `cryptography` has); keys stored before without one still load.
+        self._passphrase = passphrase or None
         self._refresh_seconds = refresh_seconds
         self._key_size = key_size
         self._clock = clock
@@ -123,7 +127,7 @@ class KeyRing:
         if found is not None:
             return found.kid
         # Made before the transaction so that the database lock is not held for it.
-        candidate = _new_key(self._key_size)
+        candidate = _new_key(self._key_size, self._passphrase)
         try:
             with self._engine.begin() as conn:
                 _lock_keys(conn)
@@ -161,7 +165,7 @@ class KeyRing:
 
     def rotate(self) -> str:
         """Makes a new current key; current becomes previous, previous is retired."""
-        candidate = _new_key(self._key_size)
+        candidate = _new_key(self._key_size, self._passphrase)
         with self._engine.begin() as conn:
             _lock_keys(conn)
             conn.execute(
@@ -202,7 +206,16 @@ class KeyRing:
     def _private_key(self, kid: str, pem: str) -> rsa.RSAPrivateKey:
         # Parsing checks the key, which is slow enough to do once per kid.
         if kid not in self._private_keys:
-            key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+            encrypted = pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            if encrypted and self._passphrase is None:
+                raise NoSigningKey(f"signing key {kid} is encrypted: set SIGNING_KEY_PASSPHRASE")
+            password = self._passphrase if encrypted else None
+            try:
+                key = serialization.load_pem_private_key(pem.encode("ascii"), password=password)
+            except ValueError:
+                raise NoSigningKey(
+                    f"signing key {kid} does not open with this passphrase"
+                ) from None
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise TypeError(f"signing key {kid} is not an RSA key")
             self._private_keys[kid] = key
@@ -216,12 +229,15 @@ class _NewKey:
     public_jwk: dict[str, str]
 
 
-def _new_key(key_size: int) -> _NewKey:
+def _new_key(key_size: int, passphrase: bytes | None = None) -> _NewKey:
     private_key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=key_size)
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     ).decode("ascii")
     numbers = private_key.public_key().public_numbers()
     n, e = _b64_uint(numbers.n), _b64_uint(numbers.e)

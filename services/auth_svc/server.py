@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -16,6 +16,7 @@ from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, upstream_addr
 from services.runtime.db import make_engine, ping
+from services.runtime.identity import CredentialSource
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import UserClient
 
@@ -27,6 +28,8 @@ SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 class AuthConfig:
     database_url: str
     user_addr: str
+    # Encrypts the signing keys at rest when set (SIGNING_KEY_PASSPHRASE).
+    signing_key_passphrase: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -34,20 +37,25 @@ class AuthConfig:
         return cls(
             database_url=database_url(env, SERVICE_NAME),
             user_addr=upstream_addr(env, "USER_SVC_ADDR"),
+            signing_key_passphrase=env.get("SIGNING_KEY_PASSPHRASE", "").encode() or None,
         )
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: AuthConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: AuthConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
-    keys = KeyRing(engine)
+    keys = KeyRing(engine, passphrase=settings.signing_key_passphrase)
     keys.create_schema()
     keys.ensure_key()
     refresh_tokens = RefreshTokenStore(engine)
     refresh_tokens.create_schema()
-    users = UserClient(settings.user_addr, metrics)
+    users = UserClient(settings.user_addr, metrics, identity=identity)
     servicer = AuthServicer(
         keys, refresh_tokens, users, issuer=config.jwt_issuer, audience=config.jwt_audience
     )

@@ -23,6 +23,7 @@ from services.runtime.config import (
     upstream_addr,
 )
 from services.runtime.db import make_engine, service_secret
+from services.runtime.identity import CredentialSource
 from services.runtime.pagination import PageTokens
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient, PredictClient, UserClient
@@ -56,7 +57,11 @@ class BookingConfig:
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: BookingConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: BookingConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
@@ -64,10 +69,13 @@ def build(
     store.create_schema()
     if settings.seed_days:
         store.seed_if_empty(lambda: seed_flights(datetime.now(UTC).date(), settings.seed_days))
-    auth = AuthClient(settings.auth_addr, metrics)
-    users = UserClient(settings.user_addr, metrics)
+    auth = AuthClient(settings.auth_addr, metrics, identity=identity)
+    users = UserClient(settings.user_addr, metrics, identity=identity)
     predictions = PredictClient(
-        settings.predict_addr, metrics, timeout=settings.predict_timeout_seconds
+        settings.predict_addr,
+        metrics,
+        timeout=settings.predict_timeout_seconds,
+        identity=identity,
     )
     servicer = BookingServicer(
         store, PageTokens(service_secret(engine, "page_tokens")), users, predictions

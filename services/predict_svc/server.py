@@ -16,6 +16,7 @@ from services.runtime.authn import verifier_for
 from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, env_int, upstream_addr
 from services.runtime.db import make_engine, ping, service_secret
+from services.runtime.identity import CredentialSource
 from services.runtime.pagination import PageTokens
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient, UserClient
@@ -45,15 +46,19 @@ class PredictConfig:
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: PredictConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: PredictConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
     store = ModelStore(engine)
     store.create_schema()
     model = load_or_train(store, settings.train_rows or None)
-    auth = AuthClient(settings.auth_addr, metrics)
-    users = UserClient(settings.user_addr, metrics)
+    auth = AuthClient(settings.auth_addr, metrics, identity=identity)
+    users = UserClient(settings.user_addr, metrics, identity=identity)
     servicer = PredictionServicer(
         {model.model_id: model}, PageTokens(service_secret(engine, "page_tokens")), users.active
     )

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from py_grpc_prometheus.prometheus_client_interceptor import PromClientInterceptor
 
 from services.runtime import context
+from services.runtime.identity import CredentialSource, ReloadingChannel
 
 # Time kept back from the caller's deadline to turn a dependency's failure into
 # an answer of our own.
@@ -110,14 +111,27 @@ def dial(
     default_timeout: float,
     idempotent: Iterable[tuple[str, str]] = (),
     metrics: PromClientInterceptor | None = None,
+    identity: CredentialSource | None = None,
 ) -> grpc.Channel:
-    """An insecure channel to `target` (the mesh listener, or an instance in tests)."""
+    """A channel to `target` (the mesh listener, or an instance in tests).
+
+    With `identity` it speaks mutual TLS, presenting the workload's certificate and
+    trusting only the mesh CA; a renewed certificate goes on a new channel, and the
+    old one drains (a channel's client certificate is fixed, grpc/grpc#15735).
+    Without, plaintext (a service run alone in development).
+    """
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config(idempotent)),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    channel = grpc.insecure_channel(target, options=options)
+    channel: grpc.Channel
+    if identity is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = ReloadingChannel(
+            identity, lambda creds: grpc.secure_channel(target, creds, options=options)
+        )
     interceptors: list[Any] = [DeadlineInterceptor(default_timeout)]
     if metrics is not None:
         interceptors.append(metrics)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 MESH_ADDR_DEFAULT = "127.0.0.1:15001"
 
@@ -71,6 +72,15 @@ class ServerConfig:
     check_interval_seconds: float = 2.0
     jwt_issuer: str = "airline-auth"
     jwt_audience: str = "airline-api"
+    # Mutual TLS and per-method authorization: on when the mesh CA's address is set.
+    mesh_ca_addr: str = ""
+    mesh_ca_file: str = ""
+    policy_file: str = "mesh/policy.toml"
+    consul_token: str = field(default="", repr=False)
+
+    @property
+    def mtls(self) -> bool:
+        return bool(self.mesh_ca_addr)
 
     @classmethod
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -100,7 +110,29 @@ class ServerConfig:
             check_interval_seconds=check_interval,
             jwt_issuer=env_str(env, "JWT_ISSUER", "airline-auth"),
             jwt_audience=env_str(env, "JWT_AUDIENCE", "airline-api"),
+            mesh_ca_addr=_mesh_ca_addr(env),
+            mesh_ca_file=env_str(env, "MESH_CA_FILE", ""),
+            policy_file=env_str(env, "MESH_POLICY_FILE", "mesh/policy.toml"),
+            consul_token=consul_token(env),
         )
+
+
+def _mesh_ca_addr(env: Mapping[str, str]) -> str:
+    addr = env_str(env, "MESH_CA_ADDR", "")
+    if addr and not env_str(env, "MESH_CA_FILE", ""):
+        raise ConfigError("MESH_CA_ADDR needs MESH_CA_FILE: the CA bundle to trust it by")
+    return addr
+
+
+def consul_token(env: Mapping[str, str]) -> str:
+    """CONSUL_HTTP_TOKEN_FILE's token, else CONSUL_HTTP_TOKEN, else none (Consul's own names)."""
+    path = env.get("CONSUL_HTTP_TOKEN_FILE", "").strip()
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"CONSUL_HTTP_TOKEN_FILE: {exc.strerror}") from None
+    return env.get("CONSUL_HTTP_TOKEN", "").strip()
 
 
 def database_url(env: Mapping[str, str], service_name: str) -> str:

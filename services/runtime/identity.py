@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, Protocol, cast
 
 import grpc
 from cryptography import x509
@@ -115,45 +115,76 @@ def read_credentials(files: CredentialFiles) -> Credentials:
     return loaded
 
 
+class CredentialSource(Protocol):
+    """Where a workload's current credentials come from: files, or memory (certificates.py)."""
+
+    def version(self) -> object:
+        """A value that changes whenever the credentials do; cheap to ask."""
+        ...
+
+    def credentials(self) -> Credentials:
+        """The current credentials; raises IdentityError or OSError when unusable."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Credentials from files, as the control plane writes them for operators."""
+
+    files: CredentialFiles
+
+    def version(self) -> object:
+        return self.files.fingerprint()
+
+    def credentials(self) -> Credentials:
+        return read_credentials(self.files)
+
+
+def as_source(given: CredentialFiles | CredentialSource) -> CredentialSource:
+    return FileSource(given) if isinstance(given, CredentialFiles) else given
+
+
 def _server_config(creds: Credentials) -> grpc.ServerCertificateConfiguration:
     return grpc.ssl_server_certificate_configuration([(creds.key, creds.cert)], creds.ca)
 
 
 class ReloadingServerCredentials:
-    """mTLS server credentials that follow their files: clients must present a
+    """mTLS server credentials that follow their source: clients must present a
     certificate of the mesh CA; a renewed certificate is served from the next handshake."""
 
-    def __init__(self, files: CredentialFiles) -> None:
-        self._files = files
+    def __init__(
+        self, source: CredentialFiles | CredentialSource, *, require_client_auth: bool = True
+    ) -> None:
+        self._source = as_source(source)
         self._lock = threading.Lock()
-        self._seen = files.fingerprint()
+        self._seen = self._source.version()
         self.credentials = grpc.dynamic_ssl_server_credentials(
-            _server_config(read_credentials(files)),
+            _server_config(self._source.credentials()),
             # gRPC documents None as "keep the current config"; types-grpcio omits it.
             cast("Callable[[], grpc.ServerCertificateConfiguration]", self._fetch),
-            require_client_authentication=True,
+            require_client_authentication=require_client_auth,
         )
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """gRPC's callback, once per new connection: a new config, or None to keep the old."""
         with self._lock:
             try:
-                current = self._files.fingerprint()
+                current = self._source.version()
                 if current == self._seen:
                     return None
-                config = _server_config(read_credentials(self._files))
+                config = _server_config(self._source.credentials())
             except (OSError, IdentityError) as exc:
                 # Mid-renewal or a removed file: keep serving the last good certificate.
                 log.warning("server credentials not reloaded", extra={"error": str(exc)})
                 return None
             self._seen = current
-        log.info("server credentials reloaded", extra={"cert": str(self._files.cert)})
+        log.info("server credentials reloaded")
         return config
 
 
-def channel_credentials(files: CredentialFiles) -> grpc.ChannelCredentials:
-    """Client mTLS credentials from the files as they are now (fixed for a channel's life)."""
-    creds = read_credentials(files)
+def channel_credentials(given: CredentialFiles | CredentialSource) -> grpc.ChannelCredentials:
+    """Client mTLS credentials as they are now (fixed for a channel's life)."""
+    creds = as_source(given).credentials()
     return grpc.ssl_channel_credentials(
         root_certificates=creds.ca, private_key=creds.key, certificate_chain=creds.cert
     )
@@ -162,41 +193,43 @@ def channel_credentials(files: CredentialFiles) -> grpc.ChannelCredentials:
 ChannelFactory = Callable[[grpc.ChannelCredentials], grpc.Channel]
 
 
-class ReloadingChannel:
+class ReloadingChannel(grpc.Channel):
     """The current channel for one target, rebuilt when the client's credentials change.
 
-    `get()` is cheap (three `stat` calls) and is meant to be called per outbound call
-    or per stub use. A replaced channel is closed `drain_seconds` later, on a later
-    `get()` or `close()`, so calls already on it can finish (closing a gRPC channel
-    cancels its calls).
+    `get()` is cheap (a version check) and is meant to be called per outbound call.
+    As a `grpc.Channel` it does that itself: each multicallable it hands out is the
+    current channel's, so under `grpc.intercept_channel` (which asks its channel for
+    a multicallable on every call) each call goes on the newest channel. A replaced
+    channel is closed `drain_seconds` later, on a later `get()` or `close()`, so calls
+    already on it can finish (closing a gRPC channel cancels its calls).
     """
 
     def __init__(
         self,
-        files: CredentialFiles,
+        source: CredentialFiles | CredentialSource,
         factory: ChannelFactory,
         drain_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._files = files
+        self._source = as_source(source)
         self._factory = factory
         self._drain_seconds = drain_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen = files.fingerprint()
-        self._channel = factory(channel_credentials(files))
+        self._seen = self._source.version()
+        self._channel = factory(channel_credentials(self._source))
         self._draining: list[tuple[float, grpc.Channel]] = []
 
     def get(self) -> grpc.Channel:
         with self._lock:
             self._close_drained(self._clock())
             try:
-                current = self._files.fingerprint()
+                current = self._source.version()
                 if current != self._seen:
-                    replacement = self._factory(channel_credentials(self._files))
+                    replacement = self._factory(channel_credentials(self._source))
                     self._draining.append((self._clock() + self._drain_seconds, self._channel))
                     self._channel, self._seen = replacement, current
-                    log.info("client credentials reloaded", extra={"cert": str(self._files.cert)})
+                    log.info("client credentials reloaded")
             except (OSError, IdentityError) as exc:
                 log.warning("client credentials not reloaded", extra={"error": str(exc)})
             return self._channel
@@ -205,6 +238,31 @@ class ReloadingChannel:
         with self._lock:
             self._close_drained(float("inf"))
             self._channel.close()
+
+    # grpc.Channel, each method on the current channel.
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self.get().subscribe(callback, try_to_connect=try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self.get().unsubscribe(callback)
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get().unary_unary(*args, **kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get().unary_stream(*args, **kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get().stream_unary(*args, **kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get().stream_stream(*args, **kwargs)
+
+    def __enter__(self) -> ReloadingChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _close_drained(self, now: float) -> None:
         keep = []

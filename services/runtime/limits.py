@@ -32,9 +32,13 @@ CODE_CHARS = 32
 TOKEN_CHARS = 128
 PAGE_TOKEN_CHARS = 512
 DEFAULT_MAX_CHARS = 1024
+CSR_CHARS = 8192  # a P-256 CSR in PEM is under 1 KiB
+IP_CHARS = 45  # the longest textual IPv6 address
 """For strings the table does not name (e.g. the health check's service name)."""
 
 MAX_CHARS: Mapping[str, int] = {
+    "airline.mesh.v1.SignCertificateRequest.csr_pem": CSR_CHARS,
+    "airline.mesh.v1.SignCertificateRequest.ip_addresses": IP_CHARS,
     "airline.auth.v1.CreateTokenRequest.email": EMAIL_CHARS,
     "airline.auth.v1.CreateTokenRequest.password": PASSWORD_CHARS,
     "airline.auth.v1.RefreshTokenRequest.refresh_token": TOKEN_CHARS,

@@ -14,7 +14,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ class ConsulRegistrar:
     check_interval_seconds: float = 2.0
     deregister_after: str = "1m"
     attempts: int = 10
+    # The service's Consul ACL token: with ACLs on, it may register its own name only.
+    token: str = field(default="", repr=False)
+    # The instance serves mutual TLS: Consul checks it over TLS with its own certificate.
+    tls: bool = False
 
     def register(self, port: int, metrics_port: int) -> None:
         if not self.instance_id:
@@ -52,6 +56,13 @@ class ConsulRegistrar:
         for attempt in range(1, self.attempts + 1):
             try:
                 self._put("/v1/agent/service/register", body)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 403:  # the token may not register this name: final
+                    raise RegistrationError("consul refused the registration: HTTP 403") from exc
+                if attempt == self.attempts:
+                    raise RegistrationError(f"cannot register with Consul: {exc}") from exc
+                log.warning("consul not ready", extra={"attempt": attempt, "error": str(exc)})
+                wait.wait(min(0.2 * 2**attempt, 3.0))
             except (urllib.error.URLError, OSError) as exc:
                 if attempt == self.attempts:
                     raise RegistrationError(f"cannot register with Consul: {exc}") from exc
@@ -83,7 +94,7 @@ class ConsulRegistrar:
                 "CheckID": f"{self.instance_id}:grpc",
                 "Name": f"gRPC health of {self.health_service}",
                 "GRPC": f"{self.address}:{port}/{self.health_service}",
-                "GRPCUseTLS": False,
+                "GRPCUseTLS": self.tls,
                 "Interval": f"{self.check_interval_seconds:g}s",
                 "Timeout": "1s",
                 "DeregisterCriticalServiceAfter": self.deregister_after,
@@ -101,7 +112,10 @@ class ConsulRegistrar:
             f"http://{self.consul_addr}{path}",
             data=data,
             method="PUT",
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                **({"X-Consul-Token": self.token} if self.token else {}),
+            },
         )
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:  # noqa: S310
             response.read()

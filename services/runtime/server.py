@@ -8,12 +8,14 @@ balancers to notice, finish in-flight calls, deregister, release resources, exit
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -25,9 +27,12 @@ from sqlalchemy import Engine
 
 from services.runtime import logs
 from services.runtime.authn import TokenVerifier
+from services.runtime.authz import Policy, load_policy
+from services.runtime.certificates import CaEndpoint, WorkloadIdentity
 from services.runtime.config import ServerConfig
 from services.runtime.health import Check, HealthReporter
-from services.runtime.interceptors import ServerInterceptor
+from services.runtime.identity import CredentialSource, ReloadingServerCredentials, spiffe_id
+from services.runtime.interceptors import AuthorizationInterceptor, ServerInterceptor
 from services.runtime.registration import ConsulRegistrar
 
 log = logging.getLogger(__name__)
@@ -63,7 +68,24 @@ class Registrar(Protocol):
     def deregister(self) -> None: ...
 
 
-Builder = Callable[[ServerConfig, CollectorRegistry], ServiceDefinition]
+class Builder(Protocol):
+    """A service's `build`: its definition, with channels that present `identity` when given."""
+
+    def __call__(
+        self,
+        config: ServerConfig,
+        registry: CollectorRegistry,
+        *,
+        identity: CredentialSource | None = None,
+    ) -> ServiceDefinition: ...
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How an instance serves in a mesh with a CA: its certificate and the policy."""
+
+    identity: CredentialSource
+    policy: Policy
 
 
 class Server:
@@ -75,11 +97,13 @@ class Server:
         definition: ServiceDefinition,
         registry: CollectorRegistry,
         registrar: Registrar | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.config = config
         self._definition = definition
         self._registry = registry
         self._registrar = registrar
+        self._trust = trust
         self._health = HealthReporter(
             definition.service_names, definition.checks, config.check_interval_seconds
         )
@@ -90,14 +114,18 @@ class Server:
         self.metrics_port = 0
 
     def _build_grpc_server(self) -> grpc.Server:
+        interceptors: list[grpc.ServerInterceptor] = [
+            PromServerInterceptor(enable_handling_time_histogram=True, registry=self._registry)
+        ]
+        if self._trust is not None:
+            own = spiffe_id(self.config.service_name)
+            interceptors.append(AuthorizationInterceptor(self._trust.policy, own, self._registry))
+        interceptors.append(ServerInterceptor(self._definition.verifier))
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.max_workers, thread_name_prefix="rpc"
             ),
-            interceptors=[
-                PromServerInterceptor(enable_handling_time_histogram=True, registry=self._registry),
-                ServerInterceptor(self._definition.verifier),
-            ],
+            interceptors=interceptors,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0)],
         )
@@ -113,7 +141,13 @@ class Server:
 
     def start(self) -> None:
         cfg = self.config
-        self.port = self._grpc.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if self._trust is None:
+            self.port = self._grpc.add_insecure_port(address)
+        else:
+            # Mutual TLS only: no plaintext port, clients need a mesh CA certificate.
+            creds = ReloadingServerCredentials(self._trust.identity).credentials
+            self.port = self._grpc.add_secure_port(address, creds)
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}")
         self._metrics, _ = start_http_server(cfg.metrics_port, cfg.host, self._registry)
@@ -155,7 +189,13 @@ def serve(config: ServerConfig, build: Builder) -> None:
     """
     logs.configure(config.service_name, config.log_level)
     registry = CollectorRegistry()
-    definition = build(config, registry)
+    trust = _trust(config)
+    # A builder without channels to other services (the rate limit service's) takes no identity.
+    definition = (
+        build(config, registry)
+        if trust is None
+        else build(config, registry, identity=trust.identity)
+    )
     registrar = None
     if config.consul_addr:
         registrar = ConsulRegistrar(
@@ -166,11 +206,40 @@ def serve(config: ServerConfig, build: Builder) -> None:
             version=config.version,
             instance_id=config.instance_id,
             check_interval_seconds=config.check_interval_seconds,
+            token=config.consul_token,
+            tls=trust is not None,
         )
-    server = Server(config, definition, registry, registrar)
+    server = Server(config, definition, registry, registrar, trust)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
     server.start()
     stop.wait()
     server.stop()
+
+
+def _trust(config: ServerConfig) -> Trust | None:
+    """With MESH_CA_ADDR: this instance's certificate from the mesh CA, and the policy.
+
+    Without it the instance serves plaintext with no authorization: for a service
+    run alone in development, never in the mesh (`make up` always sets it).
+    """
+    if not config.mtls:
+        log.warning("no MESH_CA_ADDR: serving plaintext, no per-method authorization")
+        return None
+    policy = load_policy(Path(config.policy_file))
+    endpoint = CaEndpoint(
+        config.mesh_ca_addr, Path(config.mesh_ca_file).read_bytes(), config.consul_token
+    )
+    identity = WorkloadIdentity(endpoint, _ip_sans(config.host))
+    identity.start()
+    return Trust(identity, policy)
+
+
+def _ip_sans(host: str) -> list[str]:
+    """The address Consul checks the instance at, when it is an IP (not a wildcard)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    return [] if ip.is_unspecified else [str(ip)]

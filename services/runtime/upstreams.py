@@ -20,6 +20,7 @@ from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from services.runtime import context
 from services.runtime.clients import dial
 from services.runtime.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
+from services.runtime.identity import CredentialSource
 
 _AUTH = "airline.auth.v1.AuthService"
 _USER_INTERNAL = "airline.user.v1.UserInternalService"
@@ -29,9 +30,19 @@ _PREDICT = "airline.predict.v1.PredictionService"
 class AuthClient:
     """auth-svc: the public keys that verify access tokens."""
 
-    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 2.0):
+    def __init__(
+        self,
+        target: str,
+        metrics: PromClientInterceptor | None,
+        timeout: float = 2.0,
+        identity: CredentialSource | None = None,
+    ):
         self.channel = dial(
-            target, default_timeout=timeout, idempotent=[(_AUTH, "GetJwks")], metrics=metrics
+            target,
+            default_timeout=timeout,
+            idempotent=[(_AUTH, "GetJwks")],
+            metrics=metrics,
+            identity=identity,
         )
         self._stub = auth_pb2_grpc.AuthServiceStub(self.channel)
 
@@ -45,12 +56,19 @@ class AuthClient:
 class UserClient:
     """user-svc's internal methods: password checks and lookups."""
 
-    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 5.0):
+    def __init__(
+        self,
+        target: str,
+        metrics: PromClientInterceptor | None,
+        timeout: float = 5.0,
+        identity: CredentialSource | None = None,
+    ):
         self.channel = dial(
             target,
             default_timeout=timeout,
             idempotent=[(_USER_INTERNAL, "LookupUser"), (_USER_INTERNAL, "VerifyPassword")],
             metrics=metrics,
+            identity=identity,
         )
         self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
 
@@ -79,9 +97,19 @@ class UserClient:
 class PredictClient:
     """predict-svc: delay risk for flights."""
 
-    def __init__(self, target: str, metrics: PromClientInterceptor | None, timeout: float = 0.5):
+    def __init__(
+        self,
+        target: str,
+        metrics: PromClientInterceptor | None,
+        timeout: float = 0.5,
+        identity: CredentialSource | None = None,
+    ):
         self.channel = dial(
-            target, default_timeout=timeout, idempotent=[(_PREDICT, "Predict")], metrics=metrics
+            target,
+            default_timeout=timeout,
+            idempotent=[(_PREDICT, "Predict")],
+            metrics=metrics,
+            identity=identity,
         )
         self._stub = predict_pb2_grpc.PredictionServiceStub(self.channel)
 

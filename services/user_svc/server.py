@@ -15,6 +15,7 @@ from services.runtime.clients import client_metrics
 from services.runtime.config import ServerConfig, database_url, env_int, upstream_addr
 from services.runtime.cpu import CpuLimiter
 from services.runtime.db import make_engine, ping, service_secret
+from services.runtime.identity import CredentialSource
 from services.runtime.pagination import PageTokens
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient
@@ -44,7 +45,11 @@ class UserConfig:
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: UserConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: UserConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
     metrics = client_metrics(registry)
     engine = make_engine(settings.database_url)
@@ -57,7 +62,7 @@ def build(
     )
     public = UserServicer(store, hasher, cpu, PageTokens(service_secret(engine, "page_tokens")))
     internal = UserInternalServicer(store, hasher, cpu)
-    auth = AuthClient(settings.auth_addr, metrics)
+    auth = AuthClient(settings.auth_addr, metrics, identity=identity)
 
     def add(server: GrpcServer) -> None:
         user_pb2_grpc.add_UserServiceServicer_to_server(public, server)

@@ -147,3 +147,19 @@ def test_jwks_reads_the_database_so_other_instances_rotations_show_at_once(
     follower.current()
     new = rotator.rotate()
     assert follower.jwks()[0]["kid"] == new
+
+
+def test_with_a_passphrase_the_stored_signing_key_is_encrypted_and_still_signs(
+    engine: Engine,
+) -> None:
+    ring = KeyRing(engine, passphrase=b"correct horse")
+    ring.create_schema()
+    kid = ring.ensure_key()
+    with engine.connect() as conn:
+        stored = conn.execute(select(SigningKeyRow.private_pem)).scalar_one()
+    assert stored.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert KeyRing(engine, passphrase=b"correct horse").current().kid == kid
+    with pytest.raises(NoSigningKey):
+        KeyRing(engine).current()
+    with pytest.raises(NoSigningKey):
+        KeyRing(engine, passphrase=b"wrong").current()

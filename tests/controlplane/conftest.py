@@ -74,6 +74,8 @@ class ConsulAgent:
     workdir: Path
     ports: list[int] = field(default_factory=lambda: free_ports(5))
     process: subprocess.Popen[bytes] | None = None
+    # More -config-file arguments (consul/acl.hcl for ACLs on).
+    extra_config: tuple[Path, ...] = ()
 
     @property
     def http_addr(self) -> str:
@@ -88,6 +90,7 @@ class ConsulAgent:
             f"-data-dir={data_dir}", f"-http-port={http}", f"-dns-port={dns}",
             f"-server-port={server}", f"-serf-lan-port={serf_lan}",
             f"-serf-wan-port={serf_wan}",
+            *(f"-config-file={path}" for path in self.extra_config),
         ]  # fmt: skip
         with (self.workdir / "consul.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -47,13 +47,35 @@ class Mesh:
     def envoy_admin(self) -> str:
         return f"http://127.0.0.1:{self.ports.admin}"
 
+    @property
+    def pki(self) -> Path:
+        """The operator's files `make up` writes: ca.pem, operator.pem, operator-key.pem."""
+        return self.var_dir / "pki"
+
+    def token(self, name: str = "operator") -> str:
+        """A Consul ACL token `make up` made (`operator` reads; a service's registers it)."""
+        return (self.var_dir / "tokens" / f"{name}.token").read_text().strip()
+
+    @property
+    def grpcurl_tls(self) -> list[str]:
+        """grpcurl's flags for an instance or the mesh listener, as the operator."""
+        return [
+            "-cacert", str(self.pki / "ca.pem"),
+            "-cert", str(self.pki / "operator.pem"),
+            "-key", str(self.pki / "operator-key.pem"),
+        ]  # fmt: skip
+
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.edge, timeout=15, **kwargs)
 
     def instances(self, service: str, *, passing: bool = True) -> list[dict[str, Any]]:
         """Consul's view of a service: one entry per instance."""
         query = "?passing=true" if passing else ""
-        response = httpx.get(f"{self.consul}/v1/health/service/{service}{query}", timeout=5)
+        response = httpx.get(
+            f"{self.consul}/v1/health/service/{service}{query}",
+            headers={"X-Consul-Token": self.token()},
+            timeout=5,
+        )
         response.raise_for_status()
         return list(response.json())
 

@@ -52,7 +52,7 @@ def started(tmp_path: Path) -> Iterator[tuple[MeshConfig, list[processes.Proc]]]
     cfg.path("log").mkdir()
     script = tmp_path / "program.sh"
     script.write_text(PROGRAM)
-    program = supervisord._program("slow", f"bash {script}", cfg, priority=10)
+    program = supervisord._program("slow", f"bash {script}", cfg, priority=10, autostart=True)
     cfg.path("supervisord.conf").write_text(supervisord._header(cfg) + "\n" + program)
     subprocess.run(
         [str(supervisord.BIN / "supervisord"), "-c", str(cfg.path("supervisord.conf"))],

@@ -81,9 +81,14 @@ def test_certificate_expires_after_its_lifetime_and_not_later_than_the_ca(ca: Me
 def test_default_certificate_lives_a_day_and_is_renewed_at_two_thirds(ca: MeshCA) -> None:
     issued = ca.issue("predict-svc", now=NOW)
     assert issued.not_after == NOW + datetime.timedelta(hours=24)
-    life = issued.not_after - issued.not_before
-    assert issued.renew_at == issued.not_before + life * 2 / 3
+    assert issued.renew_at == NOW + datetime.timedelta(hours=16)
     assert NOW + datetime.timedelta(hours=15) < issued.renew_at < issued.not_after
+
+
+def test_a_short_lived_certificate_is_due_after_it_was_issued(ca: MeshCA) -> None:
+    """not_before is backdated a minute for clock skew; renewal counts from issue."""
+    issued = ca.issue("predict-svc", lifetime=datetime.timedelta(seconds=20), now=NOW)
+    assert issued.renew_at == NOW + datetime.timedelta(seconds=20) * 2 / 3
 
 
 def test_certificate_of_another_ca_does_not_verify(ca: MeshCA) -> None:
