@@ -193,9 +193,10 @@ class SigningServer:
         )
         certificate_pb2_grpc.add_CertificateServiceServicer_to_server(servicer, self.server)
         creds = ReloadingServerCredentials(_IssuedSource(self.identity), require_client_auth=False)
-        self.port = self.server.add_secure_port(config.ca_addr, creds.credentials)
+        bind = config.ca_bind_addr or config.ca_addr
+        self.port = self.server.add_secure_port(bind, creds.credentials)
         if self.port == 0:
-            raise OSError(f"cannot bind MESH_CA_ADDR {config.ca_addr}")
+            raise OSError(f"cannot bind the CA endpoint at {bind}")
 
     def start(self) -> None:
         self.server.start()

@@ -2,8 +2,10 @@
 
 | variable | default | what |
 |---|---|---|
-| `CONSUL_HTTP_ADDR` | `127.0.0.1:8500` | Consul agent's HTTP API (`http://` prefix allowed) |
-| `XDS_HOST` / `XDS_PORT` | `127.0.0.1` / `18000` | where Envoy's ADS stream connects (`0`: any) |
+| `CONSUL_HTTP_ADDRS` | `CONSUL_HTTP_ADDR` | agents to watch, local first; one down: the next |
+| `CONSUL_HTTP_ADDR` | `127.0.0.1:8500` | one Consul agent's HTTP API (`http://` prefix allowed) |
+| `XDS_HOST` / `XDS_PORT` | `127.0.0.1` / `18000` | ADS bind address, wildcard ok (port `0`: any) |
+| `MESH_CA_BIND_ADDR` | `MESH_CA_ADDR` | CA endpoint's bind address, apart from the dialed one |
 | `CONSUL_WAIT_SECONDS` | `30` | how long one blocking query may wait for a change |
 | `CONTROLPLANE_EXCLUDE` | `consul` | services in the catalog never turned into clusters |
 | `CONTROLPLANE_SERVICES` | (none) | services that always get a cluster, even with no instance |
@@ -45,6 +47,8 @@ class ControlPlaneConfig:
     """Where Consul is, where Envoy connects, and how patiently we watch."""
 
     consul_addr: str = "127.0.0.1:8500"
+    # Every agent the watcher may ask, `consul_addr` first; empty means just that one.
+    consul_addrs: tuple[str, ...] = ()
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
     wait_seconds: float = 30.0
@@ -67,7 +71,14 @@ class ControlPlaneConfig:
     envoy_dns: tuple[str, ...] = ("localhost",)
     cert_lifetime_seconds: float = 24 * 3600.0
     ca_addr: str = ""
+    # Where the CA endpoint binds; empty: `ca_addr` (which its certificate names).
+    ca_bind_addr: str = ""
     consul_token: str = field(default="", repr=False)
+
+    @property
+    def consul_agents(self) -> tuple[str, ...]:
+        """The agents to ask, in order: `consul_addrs`, else `consul_addr` alone."""
+        return self.consul_addrs or (self.consul_addr,)
 
     @property
     def read_timeout_seconds(self) -> float:
@@ -76,12 +87,13 @@ class ControlPlaneConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneConfig:
         env = os.environ if env is None else env
-        consul_addr = env_str(env, "CONSUL_HTTP_ADDR", cls.consul_addr)
+        addrs = _consul_addrs(env, env_str(env, "CONSUL_HTTP_ADDR", cls.consul_addr))
         wait = env_float(env, "CONSUL_WAIT_SECONDS", cls.wait_seconds)
         if not 1.0 <= wait <= 600.0:  # Consul caps a blocking query at 10 minutes.
             raise ConfigError(f"CONSUL_WAIT_SECONDS={wait} is not between 1 and 600")
         return cls(
-            consul_addr=consul_addr.removeprefix("http://").rstrip("/"),
+            consul_addr=addrs[0],
+            consul_addrs=addrs,
             xds_host=env_str(env, "XDS_HOST", cls.xds_host),
             xds_port=env_int(env, "XDS_PORT", cls.xds_port),
             wait_seconds=wait,
@@ -97,9 +109,20 @@ class ControlPlaneConfig:
             envoy_dns=_list(env_str(env, "ENVOY_IDENTITY_DNS", ",".join(cls.envoy_dns))),
             cert_lifetime_seconds=_lifetime_seconds(env),
             ca_addr=env_str(env, "MESH_CA_ADDR", ""),
+            ca_bind_addr=env_str(env, "MESH_CA_BIND_ADDR", ""),
             consul_token=consul_token(env),
             policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
         )
+
+
+def _consul_addrs(env: Mapping[str, str], single: str) -> tuple[str, ...]:
+    """CONSUL_HTTP_ADDRS in order, duplicates dropped; else CONSUL_HTTP_ADDR alone."""
+    raw = env_str(env, "CONSUL_HTTP_ADDRS", single)
+    addrs = [a.strip().removeprefix("http://").rstrip("/") for a in raw.split(",")]
+    unique = tuple(dict.fromkeys(a for a in addrs if a))
+    if not unique:
+        raise ConfigError("CONSUL_HTTP_ADDRS names no address")
+    return unique
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

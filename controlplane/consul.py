@@ -36,12 +36,24 @@ class ConsulUnavailable(RuntimeError):
 
 
 class ConsulClient:
-    """The two blocking reads the watcher needs, each with connect and read timeouts."""
+    """The two blocking reads the watcher needs, each with connect and read timeouts.
+
+    With more than one agent configured, a read that cannot reach an agent, or that the
+    agent answers with a server error (no leader, no path to the servers), is asked of
+    the next one at once; the client stays with whichever answered. Raft indexes are the
+    cluster's, not an agent's, so a blocking query's index holds on any agent.
+    """
 
     def __init__(self, config: ControlPlaneConfig) -> None:
         self._wait = f"{config.wait_seconds:g}s"
-        self._http = httpx.Client(
-            base_url=f"http://{config.consul_addr}",
+        self._lock = threading.Lock()
+        self._current = 0
+        self._agents = [(addr, self._client(config, addr)) for addr in config.consul_agents]
+
+    @staticmethod
+    def _client(config: ControlPlaneConfig, addr: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://{addr}",
             timeout=httpx.Timeout(
                 config.read_timeout_seconds, connect=config.connect_timeout_seconds
             ),
@@ -51,11 +63,43 @@ class ConsulClient:
             headers={"X-Consul-Token": config.consul_token} if config.consul_token else None,
         )
 
+    @property
+    def agent(self) -> str:
+        """The agent asked first now: the last one that answered."""
+        with self._lock:
+            return self._agents[self._current][0]
+
     def get(self, path: str, index: int) -> tuple[Any, int]:
-        """The JSON body of a blocking GET and its X-Consul-Index."""
+        """The JSON body of a blocking GET and its X-Consul-Index, from the first agent
+        (starting at the current one) that answers."""
+        with self._lock:
+            start = self._current
+        failures: list[str] = []
+        for step in range(len(self._agents)):
+            position = (start + step) % len(self._agents)
+            addr, http = self._agents[position]
+            try:
+                answer = self._get_from(http, path, index)
+            except ConsulUnavailable as exc:
+                failures.append(f"{addr}: {exc}")
+                continue
+            self._switch_to(position, failures)
+            return answer
+        raise ConsulUnavailable("; ".join(failures))
+
+    def _switch_to(self, position: int, failures: list[str]) -> None:
+        with self._lock:
+            moved, self._current = self._current != position, position
+        if moved:
+            log.warning(
+                "consul agent switched",
+                extra={"consul": self._agents[position][0], "failed": failures},
+            )
+
+    def _get_from(self, http: httpx.Client, path: str, index: int) -> tuple[Any, int]:
         params = {"wait": self._wait, "index": str(index)} if index else {}
         try:
-            response = self._http.get(path, params=params)
+            response = http.get(path, params=params)
         except httpx.HTTPError as exc:
             raise ConsulUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != httpx.codes.OK:
@@ -66,7 +110,8 @@ class ConsulClient:
             raise ConsulUnavailable(f"{path}: unreadable answer: {exc}") from exc
 
     def close(self) -> None:
-        self._http.close()
+        for _addr, http in self._agents:
+            http.close()
 
 
 def next_index(previous: int, returned: int) -> int:

@@ -54,7 +54,11 @@ class ServerConfig:
     """How one service instance serves: ports, pools, shutdown and identity."""
 
     service_name: str
+    # Where the server listens (may be a wildcard) and the address it registers in
+    # Consul, others dial and its certificate names: apart, so that an instance can
+    # bind 0.0.0.0 on a host and be reached at that host's address.
     host: str = "127.0.0.1"
+    advertise_host: str = "127.0.0.1"
     port: int = 0
     metrics_port: int = 0
     max_workers: int = 32
@@ -91,9 +95,11 @@ class ServerConfig:
         # Registered instances wait for Consul's next check plus the control
         # plane's push before they stop taking calls.
         default_drain = check_interval + 1.0 if consul_addr else 0.0
+        host = env_str(env, "GRPC_HOST", "127.0.0.1")
         return cls(
             service_name=service_name,
-            host=env_str(env, "GRPC_HOST", "127.0.0.1"),
+            host=host,
+            advertise_host=advertise_host(env, host, registered=bool(consul_addr)),
             port=env_int(env, "GRPC_PORT", 0),
             metrics_port=env_int(env, "METRICS_PORT", 0),
             max_workers=env_int(env, "GRPC_MAX_WORKERS", 32, minimum=1),
@@ -115,6 +121,20 @@ class ServerConfig:
             policy_file=env_str(env, "MESH_POLICY_FILE", "mesh/policy.toml"),
             consul_token=consul_token(env),
         )
+
+
+def advertise_host(env: Mapping[str, str], host: str, *, registered: bool) -> str:
+    """GRPC_ADVERTISE_HOST, else the bind address when that is one others can dial."""
+    advertised = env_str(env, "GRPC_ADVERTISE_HOST", "")
+    if advertised:
+        return advertised
+    if host in WILDCARDS and registered:
+        # Consul would hand out 0.0.0.0, which reaches nobody's instance.
+        raise ConfigError("GRPC_HOST is a wildcard: set GRPC_ADVERTISE_HOST to register")
+    return host
+
+
+WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 def _mesh_ca_addr(env: Mapping[str, str]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -26,12 +25,19 @@ class RegistrationError(RuntimeError):
     """The Consul agent refused or never answered the registration."""
 
 
+def instance_id(name: str, address: str, port: int) -> str:
+    """`user-svc-198.18.0.11-41234`; an IPv6 address's colons become dashes (Consul ids
+    appear in URL paths)."""
+    return f"{name}-{address.strip('[]').replace(':', '-')}-{port}"
+
+
 @dataclass
 class ConsulRegistrar:
     """Registers one instance of `name` with the Consul agent at `consul_addr`.
 
-    The instance id is `instance_id` when set, else name-host-port, unique per
-    instance on a host.
+    The instance id is `instance_id` when set, else name-address-port: the advertised
+    address is unique in the cluster (two hosts never share one), so the id is too,
+    where a host name (`localhost` on every container) would not be.
     """
 
     consul_addr: str
@@ -50,7 +56,7 @@ class ConsulRegistrar:
 
     def register(self, port: int, metrics_port: int) -> None:
         if not self.instance_id:
-            self.instance_id = f"{self.name}-{socket.gethostname()}-{port}"
+            self.instance_id = instance_id(self.name, self.address, port)
         body = self.registration(port, metrics_port)
         wait = threading.Event()
         for attempt in range(1, self.attempts + 1):

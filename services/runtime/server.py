@@ -201,7 +201,7 @@ def serve(config: ServerConfig, build: Builder) -> None:
         registrar = ConsulRegistrar(
             consul_addr=config.consul_addr,
             name=config.service_name,
-            address=config.host,
+            address=config.advertise_host,
             health_service=definition.service_names[0],
             version=config.version,
             instance_id=config.instance_id,
@@ -231,7 +231,7 @@ def _trust(config: ServerConfig) -> Trust | None:
     endpoint = CaEndpoint(
         config.mesh_ca_addr, Path(config.mesh_ca_file).read_bytes(), config.consul_token
     )
-    identity = WorkloadIdentity(endpoint, _ip_sans(config.host))
+    identity = WorkloadIdentity(endpoint, _ip_sans(config.advertise_host))
     identity.start()
     return Trust(identity, policy)
 
