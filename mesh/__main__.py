@@ -221,7 +221,7 @@ def _kill(proc: Proc) -> None:
 
 
 def _edge_health(cfg: MeshConfig) -> int | None:
-    url = f"http://{cfg.host}:{cfg.ports.edge}/healthz"
+    url = f"http://{cfg.dial(cfg.ports.edge)}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return int(response.status)
@@ -254,7 +254,7 @@ def _consul_json(cfg: MeshConfig, path: str) -> Any:
 
 
 def _print_where(cfg: MeshConfig) -> None:
-    p, h = cfg.ports, cfg.host
+    p, h = cfg.ports, cfg.advertise_host
     print(f"""mesh is up
   edge (REST/JSON and gRPC)  http://{h}:{p.edge}       try: curl http://{h}:{p.edge}/v1/flights
   edge with TLS              https://{h}:{p.edge_tls}      (curl --cacert {cfg.pki_dir}/ca.pem)

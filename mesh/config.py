@@ -57,7 +57,21 @@ class MeshConfig:
 
     var_dir: Path
     ports: Ports = field(default_factory=Ports)
+    # Where processes bind (MESH_HOST; may be a wildcard) and the address others dial,
+    # that Consul registers and certificates name (MESH_ADVERTISE_HOST; defaults to
+    # the bind address). `make up` keeps both on loopback; `make hosts-up` binds
+    # services and listeners to 0.0.0.0 inside each host and advertises its address.
     host: str = "127.0.0.1"
+    advertise_host: str = "127.0.0.1"
+    # More than one machine (mesh/hosts.py): this host's Consul node name, the servers'
+    # addresses it joins (empty: one server alone, as `make up`), the agents the control
+    # plane may ask (empty: the local one), and where PostgreSQL and Redis run (empty:
+    # on this host).
+    node_name: str = ""
+    consul_join: tuple[str, ...] = ()
+    consul_addrs: tuple[str, ...] = ()
+    postgres_host: str = ""
+    redis_host: str = ""
     instances: Mapping[str, int] = field(
         default_factory=lambda: {
             "auth-svc": 1,
@@ -90,9 +104,12 @@ class MeshConfig:
         database = env_str(env, "MESH_DATABASE", defaults.database).lower()
         if database not in DATABASES:
             raise ValueError(f"MESH_DATABASE must be one of {', '.join(DATABASES)}")
+        host = env_str(env, "MESH_HOST", defaults.host)
         return cls(
             var_dir=var_dir,
             ports=Ports.from_env(env),
+            host=host,
+            advertise_host=env_str(env, "MESH_ADVERTISE_HOST", host),
             instances={
                 name: env_int(env, f"{name.upper().replace('-', '_')}_INSTANCES", count, minimum=1)
                 for name, count in defaults.instances.items()
@@ -117,11 +134,20 @@ class MeshConfig:
 
     @property
     def consul_addr(self) -> str:
-        return f"{self.host}:{self.ports.consul_http}"
+        """This host's own agent."""
+        return f"{self.advertise_host}:{self.ports.consul_http}"
 
     @property
     def ca_addr(self) -> str:
-        return f"{self.host}:{self.ports.ca}"
+        """The CA endpoint as workloads dial it (its certificate names this address)."""
+        return f"{self.advertise_host}:{self.ports.ca}"
+
+    def dial(self, port: int) -> str:
+        """HOST:PORT of one of this host's listeners, as a client reaches it."""
+        return f"{self.advertise_host}:{port}"
+
+    def bind(self, port: int) -> str:
+        return f"{self.host}:{port}"
 
     def path(self, *parts: str) -> Path:
         return self.var_dir.joinpath(*parts)

@@ -12,7 +12,7 @@ from mesh.config import ROOT, MeshConfig
 def write(cfg: MeshConfig) -> Path:
     """Renders the bootstrap for `cfg` into its state folder; returns the path."""
     out = cfg.path("envoy.yaml")
-    h, p = cfg.host, cfg.ports
+    p = cfg.ports
     subprocess.run(
         [
             sys.executable,
@@ -20,13 +20,13 @@ def write(cfg: MeshConfig) -> Path:
             "--out",
             str(out),
             "--edge",
-            f"{h}:{p.edge}",
+            cfg.bind(p.edge),
             "--mesh",
-            f"{h}:{p.mesh}",
+            cfg.bind(p.mesh),
             "--admin",
-            f"{h}:{p.admin}",
+            cfg.bind(p.admin),
             "--xds",
-            f"{h}:{p.xds}",
+            cfg.dial(p.xds),
             "--descriptor",
             str(ROOT / "generated" / "airline.pb"),
             "--cors-origins",
@@ -36,13 +36,13 @@ def write(cfg: MeshConfig) -> Path:
             "--token-window",
             str(cfg.token_rate_window_seconds),
             "--ratelimit",
-            f"{h}:{p.ratelimit}",
+            cfg.dial(p.ratelimit),
             "--access-log",
             str(cfg.path("log", "envoy-access.log")),
             "--mesh-tls",
             "1",
             "--edge-tls",
-            f"{h}:{p.edge_tls}",
+            cfg.bind(p.edge_tls),
             "--edge-tls-cert",
             cfg.edge_tls_cert_file,
             "--edge-tls-key",

@@ -63,9 +63,14 @@ def database_url(cfg: MeshConfig, service: str) -> str:
     """What `service` connects with: its role on loopback, the password from its pgpass."""
     name = role(service)
     return (
-        f"postgresql+psycopg://{name}@{cfg.host}:{cfg.ports.postgres}/{name}"
+        f"postgresql+psycopg://{name}@{server_host(cfg)}:{cfg.ports.postgres}/{name}"
         f"?passfile={passfile(cfg, service)}"
     )
+
+
+def server_host(cfg: MeshConfig) -> str:
+    """Where the server is reached: the database host's address, else this host's."""
+    return cfg.postgres_host or cfg.advertise_host
 
 
 def server_command(cfg: MeshConfig) -> str:
@@ -76,8 +81,12 @@ def server_command(cfg: MeshConfig) -> str:
     )
 
 
-def prepare(cfg: MeshConfig) -> None:
-    """Creates the cluster, the roles, the databases and the pgpass files, once."""
+def prepare(cfg: MeshConfig, clients: str = "") -> None:
+    """Creates the cluster, the roles, the databases and the pgpass files, once.
+
+    `clients`, a network (CIDR), may connect too, with a password (SCRAM): the app
+    hosts' network when the server runs on a database host of its own.
+    """
     if (data_dir(cfg) / "PG_VERSION").exists():
         return
     owner = pwd.getpwnam(SERVER_USER) if os.geteuid() == 0 else None
@@ -99,6 +108,9 @@ def prepare(cfg: MeshConfig) -> None:
             "--encoding=UTF8",
         ]
     )
+    if clients:
+        with (data_dir(cfg) / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {clients} scram-sha-256\n")
     statements = [_create(cfg, service) for service in SERVICES]
     _run(
         [*run_as(), binary("postgres"), "--single", "-D", str(data_dir(cfg)), "postgres"],
@@ -122,7 +134,7 @@ def _create(cfg: MeshConfig, service: str) -> str:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(f"{cfg.host}:{cfg.ports.postgres}:{name}:{name}:{password}\n")
+        handle.write(f"{server_host(cfg)}:{cfg.ports.postgres}:{name}:{name}:{password}\n")
     # Single-user mode reads one statement per line; the password is never logged.
     return (
         f"CREATE ROLE {name} LOGIN PASSWORD '{password}'\n"

@@ -33,6 +33,19 @@ def render(cfg: MeshConfig) -> str:
     return "\n".join(blocks)
 
 
+def render_app_host(cfg: MeshConfig) -> str:
+    """One app host of several (mesh/hosts.py): a Consul server of the cluster, its
+    control plane, rate limit service and Envoy, and one instance of every service."""
+    blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _ratelimit(cfg), _envoy(cfg)]
+    blocks += [_service(cfg, name) for name in SERVICES]
+    return "\n".join(blocks)
+
+
+def render_database_host(cfg: MeshConfig) -> str:
+    """The database host: PostgreSQL and Redis, started with supervisord."""
+    return "\n".join([_header(cfg), _postgres(cfg), _redis(cfg, autostart=True)])
+
+
 def _header(cfg: MeshConfig) -> str:
     return f"""\
 [unix_http_server]
@@ -107,14 +120,25 @@ def _consul(cfg: MeshConfig) -> str:
     # none (every token unknown, nothing could register until the next `make up`).
     p = cfg.ports
     command = (
-        f"{CONSUL} agent -server -bootstrap-expect=1"
-        f" -config-file={ROOT / 'consul' / 'agent.hcl'}"
+        f"{CONSUL} agent {_consul_role(cfg)}"
         f" -data-dir={cfg.path('consul')} -http-port={p.consul_http} -dns-port={p.consul_dns}"
         f" -server-port={p.consul_server} -serf-lan-port={p.consul_serf_lan}"
         f" -serf-wan-port={p.consul_serf_wan}"
         f" -config-file={ROOT / 'consul' / 'acl.hcl'} -config-file={cfg.path('consul-tls.hcl')}"
     )
     return _program("consul", command, cfg, priority=10, autostart=True)
+
+
+def _consul_role(cfg: MeshConfig) -> str:
+    """One server alone (`make up`), or one server of a cluster joining its peers."""
+    if not cfg.consul_join:
+        return f"-server -bootstrap-expect=1 -config-file={ROOT / 'consul' / 'agent.hcl'}"
+    joins = "".join(f" -retry-join={peer}" for peer in cfg.consul_join)
+    # The node name: hosts sharing a kernel (namespaces) share a host name too.
+    return (
+        f"-config-file={ROOT / 'consul' / 'server.hcl'} -node={cfg.node_name}"
+        f" -bind={cfg.advertise_host} -client='127.0.0.1 {cfg.advertise_host}'{joins}"
+    )
 
 
 def consul_tls(cfg: MeshConfig) -> str:
@@ -130,10 +154,10 @@ key_file  = "{folder / "consul-health-key.pem"}"
 enable_agent_tls_for_checks = true
 # The name checked in an instance's certificate; Consul would use its node name.
 # Instances are registered, and their certificates issued, for this address (IP SAN).
-server_name = "{cfg.host}"
+server_name = "{cfg.advertise_host}"
 
-# One server on loopback: elect it at once, as -dev would (the default multiplier
-# of 5 is for servers across a network).
+# Elect at once (a single server on loopback, as -dev would) and fail over in seconds
+# (servers on one LAN); the default multiplier of 5 is for slow, shared machines.
 performance {{
   raft_multiplier = 1
 }}
@@ -156,15 +180,17 @@ def _postgres(cfg: MeshConfig) -> str:
     )
 
 
-def _redis(cfg: MeshConfig) -> str:
-    # The rate limit counts: loopback only, nothing persisted (a restart forgets
-    # counts of at most one window; docs/ratelimit.md).
+def _redis(cfg: MeshConfig, *, autostart: bool = False) -> str:
+    # The rate limit counts: loopback only under `make up`, the database host's address
+    # across hosts (reachable only on the hosts' private network); nothing persisted (a
+    # restart forgets counts of at most one window; docs/ratelimit.md).
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    protected = "yes" if cfg.host in ("127.0.0.1", "::1") else "no"
     command = (
-        f"{binary} --bind {cfg.host} --port {cfg.ports.redis} --protected-mode yes"
+        f"{binary} --bind {cfg.host} --port {cfg.ports.redis} --protected-mode {protected}"
         f" --save '' --appendonly no --dir {cfg.var_dir}"
     )
-    return _program("redis", command, cfg, priority=15)
+    return _program("redis", command, cfg, priority=15, autostart=autostart)
 
 
 def _ratelimit(cfg: MeshConfig) -> str:
@@ -175,7 +201,7 @@ def _ratelimit(cfg: MeshConfig) -> str:
         "METRICS_PORT": "0",
         # Not registered in Consul: the control plane would make a cluster of it
         # beside the edge's static one (docs/ratelimit.md: why static).
-        "REDIS_URL": f"redis://{cfg.host}:{cfg.ports.redis}/0",
+        "REDIS_URL": f"redis://{cfg.redis_host or cfg.advertise_host}:{cfg.ports.redis}/0",
     }
     return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
 
@@ -183,12 +209,16 @@ def _ratelimit(cfg: MeshConfig) -> str:
 def _controlplane(cfg: MeshConfig) -> str:
     env = {
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
+        "CONSUL_HTTP_ADDRS": ",".join(cfg.consul_addrs or (cfg.consul_addr,)),
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
         "CONTROLPLANE_SERVICES": ",".join(SERVICES),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
         "MESH_PKI_DIR": str(cfg.pki_dir),
         "MESH_CA_ADDR": cfg.ca_addr,
+        "MESH_CA_BIND_ADDR": cfg.bind(cfg.ports.ca),
+        # Services dial Envoy's mesh listener and clients its TLS edge at this address.
+        "ENVOY_IDENTITY_IPS": ",".join(sorted({"127.0.0.1", cfg.advertise_host})),
         "CERT_LIFETIME_SECONDS": str(cfg.cert_lifetime_seconds),
         "UPSTREAM_MTLS": "1",
     }
@@ -208,10 +238,11 @@ def _service(cfg: MeshConfig, name: str) -> str:
     env = {
         **cfg.service_env,
         "GRPC_HOST": cfg.host,
+        "GRPC_ADVERTISE_HOST": cfg.advertise_host,
         "GRPC_PORT": "0",
         "METRICS_PORT": "0",
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
-        "MESH_ADDR": f"{cfg.host}:{cfg.ports.mesh}",
+        "MESH_ADDR": cfg.dial(cfg.ports.mesh),
         "DATABASE_URL": _database_url(cfg, name),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file(name)),
         "MESH_CA_ADDR": cfg.ca_addr,
