@@ -14,7 +14,7 @@ PROTOS := $(shell find proto -name '*.proto' | sort)
 # Extra pytest arguments for the test targets, e.g. PYTEST_ARGS='-x -k booking'.
 PYTEST_ARGS ?=
 
-.PHONY: help deps gen lint test test-unit test-integration up down status bench clean
+.PHONY: help deps gen lint test test-unit test-integration up down status bench clean hosts-up hosts-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,15 @@ down: ## stop everything `make up` started
 
 status: ## show each process and each Consul health check
 	@$(PY) -m mesh status
+
+# Simulated hosts (as root): HOSTS app hosts and a database host in network namespaces.
+HOSTS ?= 3
+
+hosts-up: gen ## the mesh across HOSTS (3) simulated hosts and a database host; writes var/hosts.json
+	@HOSTS=$(HOSTS) $(PY) -m mesh.hosts up
+
+hosts-down: ## stop every simulated host and remove its namespace
+	@$(PY) -m mesh.hosts down
 
 bench: gen ## the edge vs a FastAPI twin, booking create, idle RSS, CPU per request; writes bench/results.json
 	@$(PY) bench/run.py

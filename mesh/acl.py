@@ -61,6 +61,11 @@ def ensure_tokens(consul_addr: str, tokens_dir: Path, services: Iterable[str]) -
     return files
 
 
+def set_agent_token(consul_addr: str, master: str, agent_token: str) -> None:
+    """Gives the agent at `consul_addr` its own token (each agent of a cluster needs it)."""
+    _call(consul_addr, "PUT", "/v1/agent/token/agent", master, {"Token": agent_token})
+
+
 def wait_for_leader(consul_addr: str, timeout: float) -> None:
     """Polls until the agent has elected a leader (ACL calls fail before that)."""
     deadline = time.monotonic() + timeout

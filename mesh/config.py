@@ -68,6 +68,7 @@ class MeshConfig:
     # plane may ask (empty: the local one), and where PostgreSQL and Redis run (empty:
     # on this host).
     node_name: str = ""
+    consul_server: bool = True
     consul_join: tuple[str, ...] = ()
     consul_addrs: tuple[str, ...] = ()
     postgres_host: str = ""

@@ -42,8 +42,8 @@ def render_app_host(cfg: MeshConfig) -> str:
 
 
 def render_database_host(cfg: MeshConfig) -> str:
-    """The database host: PostgreSQL and Redis, started with supervisord."""
-    return "\n".join([_header(cfg), _postgres(cfg), _redis(cfg, autostart=True)])
+    """The database host: a Consul client agent, PostgreSQL and Redis."""
+    return "\n".join([_header(cfg), _consul(cfg), _postgres(cfg), _redis(cfg, autostart=True)])
 
 
 def _header(cfg: MeshConfig) -> str:
@@ -134,9 +134,10 @@ def _consul_role(cfg: MeshConfig) -> str:
     if not cfg.consul_join:
         return f"-server -bootstrap-expect=1 -config-file={ROOT / 'consul' / 'agent.hcl'}"
     joins = "".join(f" -retry-join={peer}" for peer in cfg.consul_join)
+    role = "server.hcl" if cfg.consul_server else "client.hcl"
     # The node name: hosts sharing a kernel (namespaces) share a host name too.
     return (
-        f"-config-file={ROOT / 'consul' / 'server.hcl'} -node={cfg.node_name}"
+        f"-config-file={ROOT / 'consul' / role} -node={cfg.node_name}"
         f" -bind={cfg.advertise_host} -client='127.0.0.1 {cfg.advertise_host}'{joins}"
     )
 
