@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 
 from services.runtime.context import Principal
-from services.runtime.errors import Unauthenticated
+from services.runtime.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ class JwksCache:
             jwks = self._source()
         except Exception as exc:  # noqa: BLE001 - keep serving with the keys we have
             log.warning("jwks refresh failed", extra={"error": type(exc).__name__})
+            if self._fetched_at is None:
+                # No keys yet (an instance just started, auth-svc not reachable yet):
+                # the token is not the problem, this instance is. UNAVAILABLE lets the
+                # caller (Envoy, a client) try another instance; 401 would be a lie.
+                raise Unavailable("the token signing keys cannot be fetched yet") from None
             return
         keys: dict[str, jwt.PyJWK] = {}
         for jwk in jwks:

@@ -61,7 +61,8 @@ def cluster() -> Iterator[Cluster]:
     finally:
         down = run_hosts(env, "down", timeout=300)
         left = netns.listed(env["HOSTS_PREFIX"])
-        shutil.rmtree(var_dir, ignore_errors=True)
+        if not os.environ.get("HOSTS_KEEP_VAR"):  # set it to read the hosts' logs after
+            shutil.rmtree(var_dir, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr
         assert left == [], f"namespaces left behind: {left}"
 

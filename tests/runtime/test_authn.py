@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.runtime.authn import JwksCache, TokenVerifier
-from services.runtime.errors import Unauthenticated
+from services.runtime.errors import Unauthenticated, Unavailable
 
 ISS, AUD = "airline-auth", "airline-api"
 
@@ -150,3 +150,14 @@ def test_failing_key_source_keeps_the_cached_keys(keys: Keys) -> None:
     verifier.verify("Bearer " + keys.token())
     down[0], clock[0] = True, 100.0  # the cache is stale and the source fails
     assert verifier.verify("Bearer " + keys.token()).user_id == "u1"
+
+
+def test_no_keys_ever_fetched_is_unavailable_not_unauthenticated(keys: Keys) -> None:
+    """A new instance that cannot reach auth-svc yet says so; the token is not at fault."""
+
+    def source() -> list[dict[str, str]]:
+        raise ConnectionError("auth-svc not reachable yet")
+
+    verifier = TokenVerifier(JwksCache(source), issuer=ISS, audience=AUD)
+    with pytest.raises(Unavailable):
+        verifier.verify("Bearer " + keys.token())
