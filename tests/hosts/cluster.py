@@ -130,6 +130,8 @@ class Outcome:
     request_id: str = ""
     booking_id: str = ""
     at: float = field(default_factory=time.monotonic)
+    # Wall clock, to find the request in the hosts' access logs.
+    wall: float = field(default_factory=time.time)
 
 
 def with_retry(
