@@ -63,6 +63,9 @@ class MeshConfig:
     # services and listeners to 0.0.0.0 inside each host and advertises its address.
     host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
+    # Listeners for this host alone (Envoy's admin, the rate limit service Envoy asks):
+    # never on the network, wherever the rest binds (MESH_LOCAL_HOST).
+    local_host: str = "127.0.0.1"
     # More than one machine (mesh/hosts.py): this host's Consul node name, the servers'
     # addresses it joins (empty: one server alone, as `make up`), the agents the control
     # plane may ask (empty: the local one), and where PostgreSQL and Redis run (empty:
@@ -111,6 +114,7 @@ class MeshConfig:
             ports=Ports.from_env(env),
             host=host,
             advertise_host=env_str(env, "MESH_ADVERTISE_HOST", host),
+            local_host=env_str(env, "MESH_LOCAL_HOST", defaults.local_host),
             instances={
                 name: env_int(env, f"{name.upper().replace('-', '_')}_INSTANCES", count, minimum=1)
                 for name, count in defaults.instances.items()
@@ -149,6 +153,10 @@ class MeshConfig:
 
     def bind(self, port: int) -> str:
         return f"{self.host}:{port}"
+
+    def local(self, port: int) -> str:
+        """HOST:PORT of a listener this host's own processes alone reach."""
+        return f"{self.local_host}:{port}"
 
     def path(self, *parts: str) -> Path:
         return self.var_dir.joinpath(*parts)

@@ -197,7 +197,7 @@ def _redis(cfg: MeshConfig, *, autostart: bool = False) -> str:
 def _ratelimit(cfg: MeshConfig) -> str:
     env = {
         **cfg.ratelimit_env,
-        "GRPC_HOST": cfg.host,
+        "GRPC_HOST": cfg.local_host,
         "GRPC_PORT": str(cfg.ports.ratelimit),
         "METRICS_PORT": "0",
         # Not registered in Consul: the control plane would make a cluster of it

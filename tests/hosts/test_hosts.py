@@ -88,6 +88,17 @@ def test_every_service_has_passing_instances_on_every_app_host(
         assert addresses == {app["address"] for app in cluster.apps}, name
 
 
+def test_host_local_listeners_are_not_on_the_hosts_network(
+    cluster: Cluster, client: NetnsClient
+) -> None:
+    """Envoy's admin and the rate limit service bind loopback; the edge binds the host."""
+    address = cluster.apps[0]["address"]
+    for port in (Ports().admin, Ports().ratelimit):
+        with pytest.raises(httpx.ConnectError):
+            client.request(f"http://{address}:{port}", "GET", "/")
+    assert client.request(cluster.apps[0]["edge"], "GET", "/healthz").status_code == 200
+
+
 def test_sign_in_limit_counts_across_edges(
     cluster: Cluster, account: dict[str, str], record_property: Record
 ) -> None:
