@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from contract.routes import CREATED_METHODS, NO_CONTENT_METHODS, OPEN_METHODS, Contract
+from envoy_bootstrap.render import Settings, write
 from tests.contract.conftest import DESCRIPTOR, ROOT
 
 PUBLIC = {
@@ -75,12 +74,12 @@ def test_open_methods_are_those_the_edge_lets_in_without_a_token(
     """The jwt_authn rules of the rendered bootstrap: allow_missing exactly for OPEN_METHODS."""
     out = tmp_path / "envoy.yaml"
     services = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
-    static = [f"--static={s}=127.0.0.1:1" for s in services]
-    subprocess.run(
-        [sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out),
-         "--descriptor", str(DESCRIPTOR), *static],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
+    env = {
+        "ENVOY_CONFIG": str(out),
+        "ENVOY_DESCRIPTOR": str(DESCRIPTOR),
+        "ENVOY_STATIC_CLUSTERS": ";".join(f"{s}=127.0.0.1:1" for s in services),
+    }
+    write(Settings.from_env(env))
     bootstrap = yaml.safe_load(out.read_text())
     edge = bootstrap["static_resources"]["listeners"][0]
     manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
