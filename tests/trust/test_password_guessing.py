@@ -125,8 +125,10 @@ class Verifier:
 
 
 def _retry_after(err: grpc.RpcError) -> int:
-    trailers = dict(err.trailing_metadata())  # type: ignore[attr-defined]
-    return int(trailers["retry-after"])
+    trailers = err.trailing_metadata()
+    found = [str(m.value) for m in trailers if m.key == "retry-after"]
+    assert len(found) == 1, "a refusal names when to retry"
+    return int(found[0])
 
 
 def test_a_caller_guessing_one_email_is_cut_off_after_n_failures(
