@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import envoy_config, postgres, supervisord
-from mesh.config import SERVICES, MeshConfig
+from mesh.config import MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
 SUPERVISORCTL = supervisord.BIN / "supervisorctl"
@@ -99,7 +99,7 @@ def status(cfg: MeshConfig) -> int:
         return 3
     print(_ctl(cfg, "status", check=False).stdout)
     print(f"{'service':<13} {'instance':<36} {'address':<22} check")
-    for name in SERVICES:
+    for name in cfg.services:
         for entry in _consul_json(cfg, f"/v1/health/service/{name}") or []:
             svc = entry["Service"]
             checks = [c for c in entry["Checks"] if c.get("ServiceID")]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from mesh import postgres
-from mesh.config import ROOT, SERVICES, MeshConfig
+from mesh.config import ROOT, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
 CONSUL = ROOT / ".tools" / "bin" / "consul"
@@ -27,7 +27,7 @@ def render(cfg: MeshConfig) -> str:
     blocks.append(_envoy(cfg))
     if cfg.database == "postgres":
         blocks.append(_postgres(cfg))
-    blocks += [_service(cfg, name) for name in SERVICES]
+    blocks += [_service(cfg, name) for name in cfg.services]
     return "\n".join(blocks)
 
 
@@ -151,7 +151,7 @@ def _controlplane(cfg: MeshConfig) -> str:
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
-        "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+        "CONTROLPLANE_SERVICES": ",".join(cfg.services),
     }
     return _program("controlplane", f"{sys.executable} -m controlplane", cfg, priority=20, env=env)
 
