@@ -32,11 +32,17 @@ $(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh $(wildcard contract/*.py co
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 
-lint: gen ## buf lint, ruff, mypy
+lint: gen ## buf lint, ruff, mypy, yamllint, buf breaking against the last release tag
 	@$(BIN)/buf lint generated/airline.pb#format=binpb --config buf.yaml --path airline
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@PY=$(PY) bash scripts/lint-yaml.sh
+	@# The contract gate (buf breaking and the OpenAPI diff) against the newest release
+	@# tag reachable from here; before the first release there is nothing to break.
+	@tag=$$(git describe --tags --abbrev=0 --match 'v[0-9]*' 2>/dev/null || true); \
+	if [ -n "$$tag" ]; then PY=$(PY) bash scripts/contract-gate.sh "$$tag"; \
+	else echo "== buf breaking: no release tag yet, nothing to compare with"; fi
 
 test: gen ## run every test: unit and integration
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,7 +399,8 @@ def _static_clusters(settings: Settings) -> str:
             {"endpoint": {"address": {"socket_address": {"address": a.host, "port_value": a.port}}}}
             for a in addresses
         ]
-        rendered.append(template.substitute(name=name, endpoints=json.dumps(endpoints)))
+        cluster = template.substitute(name=name, endpoints=json.dumps(endpoints))
+        rendered.append(textwrap.indent(cluster, "    "))  # an item of static_resources.clusters
     return "".join(rendered)
 
 
@@ -504,7 +506,9 @@ def render(settings: Settings) -> str:
             "\n".join(f"- {json.dumps(r)}" for r in docs_routes(settings.descriptor.parent)), 24
         ),
     }
-    return Template((TEMPLATES / "bootstrap.yaml").read_text()).substitute(values)
+    text = Template((TEMPLATES / "bootstrap.yaml").read_text()).substitute(values)
+    # An optional block left empty leaves its indentation or a blank last line behind.
+    return "\n".join(line.rstrip() for line in text.rstrip().splitlines()) + "\n"
 
 
 def validate(path: Path) -> None:
