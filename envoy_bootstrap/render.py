@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
+from contract import routes
 from controlplane.rbac import rbac_filter
 from envoy_bootstrap import body_schema, mesh_tls, rate_limits
 from services.runtime.authz import PolicyError, load_policy
@@ -29,16 +31,6 @@ from services.runtime.authz import PolicyError, load_policy
 ROOT = Path(__file__).resolve().parents[1]
 # Envoy's own files: the templates filled in here, and edge.lua.
 TEMPLATES = ROOT / "envoy"
-
-# The Consul service names; the control plane names its clusters the same.
-SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
-# What the edge transcodes: every public service, never UserInternalService.
-PUBLIC_SERVICES = (
-    "airline.auth.v1.AuthService",
-    "airline.user.v1.UserService",
-    "airline.booking.v1.BookingService",
-    "airline.predict.v1.PredictionService",
-)
 
 # HTTP status of a reply Envoy makes itself -> the gRPC code in its JSON body.
 # 413 is INVALID_ARGUMENT: the request is wrong as sent and retrying cannot help
@@ -176,6 +168,7 @@ class Settings:
         descriptor = Path(get(d.descriptor, "ENVOY_DESCRIPTOR")).resolve()
         if not descriptor.is_file():
             raise RenderError(f"descriptor set {descriptor} not found (run `make gen`)")
+        workloads = routes.load(descriptor).workloads
         xds_port = get(d.xds.port, "XDS_PORT")
         settings = cls(
             out=Path(get(d.out, "ENVOY_CONFIG")),
@@ -183,7 +176,9 @@ class Settings:
             mesh=Address.parse(get("127.0.0.1:15001", "ENVOY_MESH_ADDR", "MESH_ADDR")),
             admin=Address.parse(get("127.0.0.1:9901", "ENVOY_ADMIN_ADDR"), allow_zero=True),
             xds=Address.parse(get(f"127.0.0.1:{xds_port}", "XDS_ADDR")),
-            static=_static([e for e in get("", "ENVOY_STATIC_CLUSTERS").split(";") if e.strip()]),
+            static=_static(
+                [e for e in get("", "ENVOY_STATIC_CLUSTERS").split(";") if e.strip()], workloads
+            ),
             descriptor=descriptor,
             cors_origins=tuple(o.strip() for o in get("", "CORS_ORIGINS").split(",") if o.strip()),
             token_limit=count("TOKEN_RATE_LIMIT", d.token_limit),
@@ -234,15 +229,15 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
-def _static(entries: Sequence[str]) -> dict[str, tuple[Address, ...]]:
+def _static(entries: Sequence[str], workloads: Sequence[str]) -> dict[str, tuple[Address, ...]]:
     clusters: dict[str, tuple[Address, ...]] = {}
     for entry in entries:
         name, sep, addresses = entry.partition("=")
         name = name.strip()
-        if not sep or name not in SERVICES:
+        if not sep or name not in workloads:
             raise RenderError(
                 f"ENVOY_STATIC_CLUSTERS entry {entry!r}: expected one of "
-                f"{', '.join(SERVICES)}=HOST:PORT"
+                f"{', '.join(workloads)}=HOST:PORT"
             )
         clusters[name] = tuple(Address.parse(a) for a in addresses.split(",") if a.strip())
         if not clusters[name]:
@@ -401,6 +396,22 @@ def docs_routes(generated: Path) -> list[dict[str, object]]:
     return routes
 
 
+def jwt_rules(contract: routes.Contract) -> str:
+    """jwt_authn's rules (YAML list items): the open methods take a token if one is sent.
+
+    The first rule matching the gRPC path wins: each open method by its path, then every
+    public service by its prefix, token required. Paths of no public service have no
+    rule: the router answers them 404 / UNIMPLEMENTED, token or not.
+    """
+    optional = {
+        "requires_any": {"requirements": [{"provider_name": "airline"}, {"allow_missing": {}}]}
+    }
+    required = {"provider_name": "airline"}
+    rules = [{"match": {"path": path}, "requires": optional} for path in contract.open_methods]
+    rules += [{"match": {"prefix": f"/{s}/"}, "requires": required} for s in contract.services]
+    return "\n".join(f"- {json.dumps(rule)}" for rule in rules)
+
+
 def _static_clusters(settings: Settings) -> str:
     template = Template((TEMPLATES / "static-cluster.yaml").read_text())
     rendered = []
@@ -409,7 +420,8 @@ def _static_clusters(settings: Settings) -> str:
             {"endpoint": {"address": {"socket_address": {"address": a.host, "port_value": a.port}}}}
             for a in addresses
         ]
-        rendered.append(template.substitute(name=name, endpoints=json.dumps(endpoints)))
+        cluster = template.substitute(name=name, endpoints=json.dumps(endpoints))
+        rendered.append(textwrap.indent(cluster, "    "))  # an item of static_resources.clusters
     return "".join(rendered)
 
 
@@ -442,13 +454,14 @@ def transcoder_descriptor(source: Path, target: Path) -> None:
 
 def render(settings: Settings) -> str:
     """The bootstrap YAML for `settings`."""
-    lua = body_schema.generate(_descriptor_set(settings.descriptor), PUBLIC_SERVICES)
+    contract = routes.load(settings.descriptor)
+    lua = body_schema.generate(_descriptor_set(settings.descriptor), contract)
     lua += (TEMPLATES / "edge.lua").read_text()
     dynamic = "" if settings.static else (TEMPLATES / "ads.yaml").read_text()
     # Envoy truncates the percentage to a whole number and fails a cluster when
     # 100 * healthy < instances * percent: 1% is "at least one healthy instance"
     # (for up to 100 instances of a service).
-    healthz = {name: {"value": 1} for name in SERVICES}
+    healthz = {name: {"value": 1} for name in contract.workloads}
     values = {
         "node_id": json.dumps(settings.node_id),
         "node_cluster": json.dumps(settings.node_cluster),
@@ -503,7 +516,8 @@ def render(settings: Settings) -> str:
         "max_connections": settings.max_connections,
         "lua_code": _block(lua, 26),
         "descriptor_path": json.dumps(str(transcoder_descriptor_path(settings))),
-        "public_services": json.dumps(list(PUBLIC_SERVICES)),
+        "public_services": json.dumps(list(contract.services)),
+        "jwt_rules": _block(jwt_rules(contract), 24),
         "jwt_issuer": json.dumps(settings.jwt_issuer),
         "jwt_audience": json.dumps(settings.jwt_audience),
         "jwks_authority": settings.edge.authority,
@@ -514,6 +528,8 @@ def render(settings: Settings) -> str:
         ),
     }
     text = Template((TEMPLATES / "bootstrap.yaml").read_text()).substitute(values)
+    # An optional block left empty leaves its indentation or a blank last line behind.
+    text = "\n".join(line.rstrip() for line in text.rstrip().splitlines()) + "\n"
     if not settings.mesh_tls:
         return text
     edge_tls = (settings.edge_tls.host, settings.edge_tls.port) if settings.edge_tls else None

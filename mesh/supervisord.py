@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 
 from mesh import postgres
-from mesh.config import ROOT, SERVICES, MeshConfig
+from mesh.config import ROOT, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
 CONSUL = ROOT / ".tools" / "bin" / "consul"
@@ -29,7 +29,7 @@ def render(cfg: MeshConfig) -> str:
     blocks.append(_envoy(cfg))
     if cfg.database == "postgres":
         blocks.append(_postgres(cfg))
-    blocks += [_service(cfg, name) for name in SERVICES]
+    blocks += [_service(cfg, name) for name in cfg.services]
     return "\n".join(blocks)
 
 
@@ -187,7 +187,7 @@ def _controlplane(cfg: MeshConfig) -> str:
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
-        "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+        "CONTROLPLANE_SERVICES": ",".join(cfg.services),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
         "MESH_PKI_DIR": str(cfg.pki_dir),
         "MESH_CA_ADDR": cfg.ca_addr,

@@ -28,13 +28,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.user.v1 import user_pb2, user_pb2_grpc
+from contract.routes import load
 from envoy_bootstrap.render import Settings, write
 from tests.envoy.probe import Probe
 from tests.support import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = Path(os.environ.get("ENVOY_BIN", Path(sys.executable).parent / "envoy"))
-SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+# Every service of the contracts (auth-svc, ...), as contract/routes.py names them.
+SERVICES = load(ROOT / "generated" / "airline.pb").workloads
 ORIGIN = "http://app.example.com"
 # Low enough for a test to exhaust, per client address.
 TOKEN_LIMIT = 3
@@ -172,6 +174,9 @@ class Service:
         package = "services." + self.name.replace("-", "_")
         variables = {k: v for k, v in os.environ.items() if k != "CONSUL_HTTP_ADDR"}
         variables.update(env, GRPC_PORT=str(self.port), METRICS_PORT=str(self.metrics_port))
+        # These tests are about the edge in front of plaintext static clusters; mutual TLS
+        # and authorization are tests/trust's and the integration tests' (make up).
+        variables.setdefault("INSECURE_PLAINTEXT", "1")
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", package],
