@@ -20,8 +20,6 @@ from string import Template
 
 import yaml
 from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import FileDescriptor
-from google.rpc import error_details_pb2, status_pb2
 
 from contract import routes
 from controlplane.rbac import rbac_filter
@@ -430,26 +428,14 @@ def _descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
 
 
 def transcoder_descriptor(source: Path, target: Path) -> None:
-    """`source` plus the google.rpc error detail types, written to `target`.
+    """A copy of `make gen`'s descriptor set beside the bootstrap, for the transcoder.
 
-    The transcoder turns a gRPC error into JSON from grpc-status-details-bin, and
-    gives up (empty body) when a detail's type (ErrorInfo, BadRequest) is not in
-    its descriptor set; `make gen` only includes what the contracts import.
+    A copy, so a running Envoy keeps the contract it started with while `make gen`
+    rewrites generated/. The set already holds the google.rpc error details the
+    transcoder needs to turn grpc-status-details-bin into JSON (scripts/gen.sh).
     """
-    files = _descriptor_set(source)
-    known = {f.name for f in files.file}
-
-    def add(file: FileDescriptor) -> None:  # dependencies first: Envoy builds in order
-        for dependency in file.dependencies:
-            add(dependency)
-        if file.name not in known:
-            known.add(file.name)
-            file.CopyToProto(files.file.add())
-
-    add(status_pb2.DESCRIPTOR)
-    add(error_details_pb2.DESCRIPTOR)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(files.SerializeToString())
+    shutil.copyfile(source, target)
 
 
 def render(settings: Settings) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import descriptor_pb2
 
 from envoy_bootstrap.render import Settings, write
 from tests.envoy.conftest import ENVOY, ROOT
@@ -54,10 +55,18 @@ def test_the_static_bootstrap_is_valid_and_has_no_ads(tmp_path: Path) -> None:
 def test_the_transcoder_descriptor_is_written_beside_the_bootstrap(tmp_path: Path) -> None:
     out = tmp_path / "edge.yaml"
     render(out)
-    assert (tmp_path / "edge.pb").stat().st_size > (
-        ROOT / "generated" / "airline.pb"
-    ).stat().st_size
+    copy = (tmp_path / "edge.pb").read_bytes()
+    assert copy == (ROOT / "generated" / "airline.pb").read_bytes()
     assert str(tmp_path / "edge.pb") in out.read_text()
+
+
+def test_make_gen_puts_the_error_details_in_the_descriptor_set() -> None:
+    """The transcoder needs ErrorInfo and BadRequest to print an error's details."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "generated" / "airline.pb").read_bytes()
+    )
+    names = {f.name for f in files.file}
+    assert {"google/rpc/status.proto", "google/rpc/error_details.proto"} <= names
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
