@@ -32,11 +32,15 @@ $(GEN_STAMP): $(DEPS_STAMP) $(PROTOS) scripts/gen.sh $(wildcard contract/*.py co
 	@PY=$(PY) bash scripts/gen.sh
 	@touch $@
 
-lint: gen ## buf lint, ruff, mypy
+lint: gen ## buf lint, ruff, mypy, yamllint, buf breaking against the last release
 	@$(BIN)/buf lint generated/airline.pb#format=binpb --config buf.yaml --path airline
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@PY=$(PY) bash scripts/lint-yaml.sh
+	@# The contract gate (buf breaking and the OpenAPI diff) against the newest release
+	@# (contract/RELEASES); before the first release there is nothing to break.
+	@PY=$(PY) bash scripts/contract-gate.sh
 
 test: gen ## run every test: unit and integration
 	@$(PY) -m pytest $(PYTEST_ARGS)

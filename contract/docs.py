@@ -3,7 +3,7 @@
     python -m contract.docs generated/docs
 
 The assets come from the swagger-ui-bundle-v2 package (Swagger UI 5, which reads
-OpenAPI 3.1); Envoy serves each file as a direct response (envoy/render.py).
+OpenAPI 3.1); Envoy serves each file as a direct response (envoy_bootstrap/render.py).
 """
 
 from __future__ import annotations

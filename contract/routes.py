@@ -3,6 +3,10 @@
 A service is public when its methods carry `google.api.http` rules (UserInternalService
 has none and is never listed). Each route says its gRPC method, HTTP verb and path, which
 part of the request is the body, whether a token is needed, and the proto comments.
+Every gRPC service, public or not, belongs to a workload: the process that serves it,
+named in Consul, in Envoy's clusters and in certificates after its proto package
+(`airline.user.v1.*` is `user-svc`). Envoy's bootstrap, the mesh, the OpenAPI document
+and the tests all read the services, routes and workloads from here.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ Message = descriptor_pb2.DescriptorProto
 Enum = descriptor_pb2.EnumDescriptorProto
 
 # Methods anyone may call: a token is optional there, but one that is sent must be
-# valid. Every other public method needs a token. envoy/bootstrap.yaml's jwt_authn
-# rules say the same (tests/contract/test_routes.py holds them to this).
+# valid. Every other public method needs a token. The edge's jwt_authn rules are
+# rendered from this (envoy_bootstrap/render.py).
 OPEN_METHODS = frozenset(
     {
         "airline.auth.v1.AuthService/CreateToken",
@@ -94,6 +98,16 @@ class Route:
         return tuple(m.group(1) for m in _VARIABLE.finditer(self.template))
 
 
+# The mesh's own API (certificate signing), served by the control plane: no workload
+# of its own, never routed by the edge or the mesh listener.
+MESH_PACKAGE = "airline.mesh."
+
+
+def workload(service: str) -> str:
+    """The workload serving a gRPC service: its package's name with `-svc` (`user-svc`)."""
+    return f"{service.split('.')[1]}-svc"
+
+
 @dataclass(frozen=True)
 class Contract:
     """The descriptor set, indexed: routes, messages, enums and comments by full name."""
@@ -103,9 +117,26 @@ class Contract:
     messages: Mapping[str, Message]
     enums: Mapping[str, Enum]
     comments: Mapping[str, str]  # full name (message, field, enum, value) -> comment
+    # Every gRPC service of the workloads, public or internal, in descriptor order
+    # (not the mesh's own, MESH_PACKAGE).
+    all_services: tuple[str, ...] = ()
 
     def comment(self, name: str) -> str:
         return self.comments.get(name, "")
+
+    @property
+    def workloads(self) -> tuple[str, ...]:
+        """Every workload (auth-svc, ...), once each, in descriptor order."""
+        return tuple(dict.fromkeys(workload(s) for s in self.all_services))
+
+    @property
+    def open_methods(self) -> tuple[str, ...]:
+        """The gRPC paths of the public methods that need no token."""
+        return tuple(dict.fromkeys(r.grpc_path for r in self.routes if r.open))
+
+    def served_by(self, name: str) -> tuple[str, ...]:
+        """The gRPC services workload `name` serves."""
+        return tuple(s for s in self.all_services if workload(s) == name)
 
 
 def load(path: Path) -> Contract:
@@ -119,6 +150,7 @@ def from_descriptor_set(files: DescriptorSet) -> Contract:
     comments: dict[str, str] = {}
     routes: list[Route] = []
     services: dict[str, str] = {}
+    every: list[str] = []
     for file in files.file:
         located = _comments_by_path(file)
         prefix = file.package
@@ -128,11 +160,13 @@ def from_descriptor_set(files: DescriptorSet) -> Contract:
         _index_enums(prefix, (_FILE_ENUM,), file.enum_type, located, enums, comments)
         for s, service in enumerate(file.service):
             full = f"{prefix}.{service.name}"
+            if not full.startswith(MESH_PACKAGE):
+                every.append(full)
             found = list(_routes(full, (_FILE_SERVICE, s), service, located))
             if found:
                 services[full] = located.get((_FILE_SERVICE, s), "")
                 routes.extend(found)
-    return Contract(tuple(routes), services, messages, enums, comments)
+    return Contract(tuple(routes), services, messages, enums, comments, tuple(every))
 
 
 def field_behaviors(field: descriptor_pb2.FieldDescriptorProto) -> frozenset[str]:

@@ -18,8 +18,8 @@
 -- Retry-After and a 401 a WWW-Authenticate when it has none; the transcoder's
 -- message for a mistyped JSON value is rewritten without the value.
 --
--- render.py inlines this file into the bootstrap after the generated ENUMS,
--- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES and MESSAGES tables (body_schema.py).
+-- envoy_bootstrap/render.py inlines this file into the bootstrap after the generated ENUMS,
+-- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES and MESSAGES tables (envoy_bootstrap/body_schema.py).
 
 local SAVED_TIMEOUT = "x-airline-upstream-rq-timeout-ms"
 -- Size limits on what a client sends, so that nothing the edge forwards can pass

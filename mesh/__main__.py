@@ -28,7 +28,7 @@ from typing import Any
 
 from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
 from mesh import acl, envoy_config, postgres, supervisord
-from mesh.config import SERVICES, MeshConfig
+from mesh.config import MeshConfig
 
 SUPERVISORD = supervisord.BIN / "supervisord"
 SUPERVISORCTL = supervisord.BIN / "supervisorctl"
@@ -77,7 +77,7 @@ def up(cfg: MeshConfig) -> int:
         subprocess.run([SUPERVISORD, "-c", conf], check=True)
     print("mesh up: Consul's ACLs (bootstrap, one token per workload)")
     acl.wait_for_leader(cfg.consul_addr, cfg.up_timeout_seconds)
-    acl.ensure_tokens(cfg.consul_addr, cfg.path("tokens"), SERVICES)
+    acl.ensure_tokens(cfg.consul_addr, cfg.path("tokens"), cfg.services)
     print("mesh up: starting the control plane, Envoy and the services")
     _ctl(cfg, "start", "all", check=False)
     print(f"mesh up: waiting for the edge to answer (at most {cfg.up_timeout_seconds:.0f} s)")
@@ -131,7 +131,7 @@ def status(cfg: MeshConfig) -> int:
         return 3
     print(_ctl(cfg, "status", check=False).stdout)
     print(f"{'service':<13} {'instance':<36} {'address':<22} check")
-    for name in SERVICES:
+    for name in cfg.services:
         for entry in _consul_json(cfg, f"/v1/health/service/{name}") or []:
             svc = entry["Service"]
             checks = [c for c in entry["Checks"] if c.get("ServiceID")]

@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import routes
 from services.runtime.config import env_int, env_str
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+# The services come from the contracts (contract/routes.py's workloads); more than one
+# instance of these, so that load balancing and failover are real.
+MORE_INSTANCES = {"user-svc": 2, "booking-svc": 2}
 DATABASES = ("sqlite", "postgres")
 
 
@@ -76,14 +79,8 @@ class MeshConfig:
     consul_addrs: tuple[str, ...] = ()
     postgres_host: str = ""
     redis_host: str = ""
-    instances: Mapping[str, int] = field(
-        default_factory=lambda: {
-            "auth-svc": 1,
-            "user-svc": 2,
-            "booking-svc": 2,
-            "predict-svc": 1,
-        }
-    )
+    # Service (workload) name -> instances to run: every service of the contracts.
+    instances: Mapping[str, int] = field(default_factory=dict)
     cors_origins: str = "http://localhost:3000"
     token_rate_limit: int = 10
     token_rate_window_seconds: int = 60
@@ -116,8 +113,13 @@ class MeshConfig:
             advertise_host=env_str(env, "MESH_ADVERTISE_HOST", host),
             local_host=env_str(env, "MESH_LOCAL_HOST", defaults.local_host),
             instances={
-                name: env_int(env, f"{name.upper().replace('-', '_')}_INSTANCES", count, minimum=1)
-                for name, count in defaults.instances.items()
+                name: env_int(
+                    env,
+                    f"{name.upper().replace('-', '_')}_INSTANCES",
+                    MORE_INSTANCES.get(name, 1),
+                    minimum=1,
+                )
+                for name in routes.load(ROOT / "generated" / "airline.pb").workloads
             },
             cors_origins=env_str(env, "CORS_ORIGINS", defaults.cors_origins),
             token_rate_limit=env_int(env, "TOKEN_RATE_LIMIT", defaults.token_rate_limit, minimum=1),
@@ -136,6 +138,11 @@ class MeshConfig:
             # The rate limit service's overrides of ratelimit/limits.toml.
             ratelimit_env={k: v for k, v in env.items() if k in _RATELIMIT_KEYS},
         )
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service this mesh runs (Consul names, cluster names, `services.<name>`)."""
+        return tuple(self.instances)
 
     @property
     def consul_addr(self) -> str:

@@ -1,56 +1,39 @@
-"""Envoy's bootstrap for one local mesh, rendered by envoy/render.py from its template."""
+"""Envoy's bootstrap for one local mesh, rendered by envoy_bootstrap from its template."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from envoy_bootstrap import render
 from mesh.config import ROOT, MeshConfig
 
 
-def write(cfg: MeshConfig) -> Path:
-    """Renders the bootstrap for `cfg` into its state folder; returns the path."""
-    out = cfg.path("envoy.yaml")
+def write(cfg: MeshConfig, env: Mapping[str, str] | None = None) -> Path:
+    """Renders the bootstrap for `cfg` into its state folder; returns the path.
+
+    The mesh's addresses and files override `env` (the rest, e.g. SIGNUP_RATE_LIMIT or
+    READ_RATE_LIMIT, comes from it as it would for `python -m envoy_bootstrap`).
+    """
+    env = os.environ if env is None else env
     p = cfg.ports
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "envoy" / "render.py"),
-            "--out",
-            str(out),
-            "--edge",
-            cfg.bind(p.edge),
-            "--mesh",
-            cfg.bind(p.mesh),
-            "--admin",
-            cfg.local(p.admin),
-            "--xds",
-            cfg.dial(p.xds),
-            "--descriptor",
-            str(ROOT / "generated" / "airline.pb"),
-            "--cors-origins",
-            cfg.cors_origins,
-            "--token-limit",
-            str(cfg.token_rate_limit),
-            "--token-window",
-            str(cfg.token_rate_window_seconds),
-            "--ratelimit",
-            cfg.local(p.ratelimit),
-            "--access-log",
-            str(cfg.path("log", "envoy-access.log")),
-            "--mesh-tls",
-            "1",
-            "--edge-tls",
-            cfg.bind(p.edge_tls),
-            "--edge-tls-cert",
-            cfg.edge_tls_cert_file,
-            "--edge-tls-key",
-            cfg.edge_tls_key_file,
-        ],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    return out
+    mesh = {
+        "ENVOY_CONFIG": str(cfg.path("envoy.yaml")),
+        "ENVOY_EDGE_ADDR": cfg.bind(p.edge),
+        "ENVOY_MESH_ADDR": cfg.bind(p.mesh),
+        "ENVOY_ADMIN_ADDR": cfg.local(p.admin),
+        "XDS_ADDR": cfg.dial(p.xds),
+        "ENVOY_DESCRIPTOR": str(ROOT / "generated" / "airline.pb"),
+        "CORS_ORIGINS": cfg.cors_origins,
+        "TOKEN_RATE_LIMIT": str(cfg.token_rate_limit),
+        "TOKEN_RATE_WINDOW_SECONDS": str(cfg.token_rate_window_seconds),
+        "RATELIMIT_ADDR": cfg.local(p.ratelimit),
+        "ENVOY_ACCESS_LOG": str(cfg.path("log", "envoy-access.log")),
+        # mTLS and RBAC on the mesh listener, HTTPS on the edge (docs/trust.md).
+        "ENVOY_MESH_TLS": "1",
+        "ENVOY_EDGE_TLS_ADDR": cfg.bind(p.edge_tls),
+        "EDGE_TLS_CERT_FILE": cfg.edge_tls_cert_file,
+        "EDGE_TLS_KEY_FILE": cfg.edge_tls_key_file,
+    }
+    return render.write(render.Settings.from_env({**env, **mesh}))

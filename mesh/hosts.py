@@ -35,12 +35,12 @@ from typing import Any
 
 from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
 from mesh import acl, envoy_config, netns, postgres, supervisord
-from mesh.config import ROOT, SERVICES, MeshConfig
+from mesh.config import ROOT, MeshConfig
 from services.runtime.config import env_int, env_str
 
 SUPERVISORD = supervisord.BIN / "supervisord"
 SUPERVISORCTL = supervisord.BIN / "supervisorctl"
-APP_ROLES = ("consul-server", "controlplane", "envoy", "ratelimit", *SERVICES)
+APP_ROLES = ("consul-server", "controlplane", "envoy", "ratelimit")
 DATABASE_ROLES = ("consul-client", "postgres", "redis")
 # Small, so that three hosts' worth of services start on two cores.
 LIGHT_SERVICE_ENV = {"BCRYPT_COST": "4", "PREDICT_TRAIN_ROWS": "20000", "BOOKING_SEED_DAYS": "2"}
@@ -142,8 +142,9 @@ class HostsConfig:
         db_address = str(self.subnet[2])
         apps = [str(self.subnet[10 + n]) for n in range(1, self.count + 1)]
         hosts = [self._host("db", db_address, DATABASE_ROLES, apps, db_address)]
+        roles = (*APP_ROLES, *self.base.services)
         hosts += [
-            self._host(f"host-{n}", address, APP_ROLES, apps, db_address)
+            self._host(f"host-{n}", address, roles, apps, db_address)
             for n, address in enumerate(apps, start=1)
         ]
         return hosts
@@ -170,7 +171,7 @@ class HostsConfig:
             redis_host=db,
             database="postgres",
             pg_dir=self.hosts_dir / name / "pg",
-            instances=dict.fromkeys(SERVICES, 1),
+            instances=dict.fromkeys(self.base.services, 1),
         )
         return Host(name, f"{self.prefix}-{name}", address, roles, cfg)
 
@@ -262,7 +263,7 @@ def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:
     postgres.prepare(db.cfg, clients=str(config.subnet))
     for host in hosts:
         if host.is_app:
-            for service in SERVICES:
+            for service in host.cfg.services:
                 secret = postgres.passfile(db.cfg, service).read_bytes()
                 write_private(postgres.passfile(host.cfg, service), secret)
 
@@ -301,14 +302,14 @@ def _bootstrap_acls(config: HostsConfig, hosts: list[Host]) -> None:
     apps = [h for h in hosts if h.is_app]
     first = apps[0].cfg.consul_addr
     acl.wait_for_leader(first, config.up_timeout_seconds)
-    files = acl.ensure_tokens(first, config.provision_dir / "tokens", SERVICES)
+    files = acl.ensure_tokens(first, config.provision_dir / "tokens", config.base.services)
     master = files["bootstrap"].read_text().strip()
     agent_token = files["agent"].read_text().strip()
     for host in hosts:
         acl.wait_for_leader(host.cfg.consul_addr, config.up_timeout_seconds)
         acl.set_agent_token(host.cfg.consul_addr, master, agent_token)
         if host.is_app:
-            for name in (*SERVICES, "controlplane", "operator"):
+            for name in (*host.cfg.services, "controlplane", "operator"):
                 write_private(host.cfg.token_file(name), files[name].read_bytes())
 
 

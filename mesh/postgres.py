@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from mesh.config import SERVICES, MeshConfig
+from mesh.config import MeshConfig
 
 # initdb and postgres refuse to run as root; as root the cluster belongs to this user.
 SERVER_USER = "postgres"
@@ -111,7 +111,7 @@ def prepare(cfg: MeshConfig, clients: str = "") -> None:
     if clients:
         with (data_dir(cfg) / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {clients} scram-sha-256\n")
-    statements = [_create(cfg, service) for service in SERVICES]
+    statements = [_create(cfg, service) for service in cfg.services]
     _run(
         [*run_as(), binary("postgres"), "--single", "-D", str(data_dir(cfg)), "postgres"],
         "".join(statements),

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 
 from mesh import postgres
-from mesh.config import ROOT, SERVICES, MeshConfig
+from mesh.config import ROOT, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
 CONSUL = ROOT / ".tools" / "bin" / "consul"
@@ -29,7 +29,7 @@ def render(cfg: MeshConfig) -> str:
     blocks.append(_envoy(cfg))
     if cfg.database == "postgres":
         blocks.append(_postgres(cfg))
-    blocks += [_service(cfg, name) for name in SERVICES]
+    blocks += [_service(cfg, name) for name in cfg.services]
     return "\n".join(blocks)
 
 
@@ -37,7 +37,7 @@ def render_app_host(cfg: MeshConfig) -> str:
     """One app host of several (mesh/hosts.py): a Consul server of the cluster, its
     control plane, rate limit service and Envoy, and one instance of every service."""
     blocks = [_header(cfg), _consul(cfg), _controlplane(cfg), _ratelimit(cfg), _envoy(cfg)]
-    blocks += [_service(cfg, name) for name in SERVICES]
+    blocks += [_service(cfg, name) for name in cfg.services]
     return "\n".join(blocks)
 
 
@@ -203,6 +203,8 @@ def _ratelimit(cfg: MeshConfig) -> str:
         # Not registered in Consul: the control plane would make a cluster of it
         # beside the edge's static one (docs/ratelimit.md: why static).
         "REDIS_URL": f"redis://{cfg.redis_host or cfg.advertise_host}:{cfg.ports.redis}/0",
+        # Plaintext on loopback, said by name: docs/trust.md says why it has no mTLS yet.
+        "INSECURE_PLAINTEXT": "1",
     }
     return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
 
@@ -213,7 +215,7 @@ def _controlplane(cfg: MeshConfig) -> str:
         "CONSUL_HTTP_ADDRS": ",".join(cfg.consul_addrs or (cfg.consul_addr,)),
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
-        "CONTROLPLANE_SERVICES": ",".join(SERVICES),
+        "CONTROLPLANE_SERVICES": ",".join(cfg.services),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
         "MESH_PKI_DIR": str(cfg.pki_dir),
         "MESH_CA_ADDR": cfg.ca_addr,

@@ -2,14 +2,21 @@
 # The contract gate: fails when the contract changed since BASE_REF (a git ref, e.g. the
 # last release tag) in a way that breaks its clients, unless the API version changed
 # (airline.*.v1 -> v2 in the package names; docs/versioning.md).
-#   scripts/contract-gate.sh v1.0.0
+#   scripts/contract-gate.sh [BASE_REF]
 # Two checks: `buf breaking` (buf.yaml's FILE rules) on the descriptor set built from
 # BASE_REF's protos against the current one (generated/airline.pb from `make gen`, or
 # CURRENT_DESCRIPTOR), and contract/gate.py on the two OpenAPI documents.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 cd "$(dirname "$0")/.."
-base=${1:?usage: scripts/contract-gate.sh BASE_REF}
+# The base: the argument, else CONTRACT_BASE, else the newest release in
+# contract/RELEASES (a commit, so a clone without tags has it), else the last v* tag.
+released=$(awk '!/^#/ && NF == 2 {commit = $2} END {print commit}' contract/RELEASES 2>/dev/null || true)
+base=${1:-${CONTRACT_BASE:-${released:-$(git describe --tags --abbrev=0 --match 'v[0-9]*' 2>/dev/null || true)}}}
+if [ -z "$base" ]; then
+  echo "contract gate: no release yet, nothing to compare with"
+  exit 0
+fi
 current=${CURRENT_DESCRIPTOR:-generated/airline.pb}
 bin=$(dirname "$PY")
 

@@ -17,8 +17,13 @@ mapfile -t protos < <(cd proto && find airline -name '*.proto' | sort)
   --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
   --python_out=generated.tmp --grpc_python_out=generated.tmp \
   --mypy_out=quiet:generated.tmp --mypy_grpc_out=quiet:generated.tmp \
-  --descriptor_set_out=generated.tmp/airline.pb --include_imports --include_source_info \
   "${protos[@]/#/proto/}"
+# The descriptor set Envoy transcodes with: the contracts and everything they import,
+# plus the google.rpc error details the services send (ErrorInfo, BadRequest), which
+# the transcoder must know to turn grpc-status-details-bin into JSON.
+"$PY" -m grpc_tools.protoc -Iproto -I"$googleapis" -I"$wkt" \
+  --descriptor_set_out=generated.tmp/airline.pb --include_imports --include_source_info \
+  "${protos[@]/#/proto/}" google/rpc/status.proto google/rpc/error_details.proto
 # Packages, so `from airline.user.v1 import user_pb2` also works for tools
 # that do not follow namespace packages (mypy).
 find generated.tmp/airline -type d -exec touch {}/__init__.py \;

@@ -4,10 +4,11 @@ and the databases every store is tested on (a SQLite file; PostgreSQL where inst
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -122,7 +123,25 @@ class Stack:
     predict: Server
     booking: Server
     channels: dict[str, grpc.Channel]
-    admin: Account | None = None
+    first_admin: Account | None = None
+    admin_signed_in: float = 0.0
+
+    @property
+    def admin(self) -> Account | None:
+        """The first user (an admin), signed in again once its token is 10 minutes old:
+        access tokens live 15, and a slow run of the suite outlives them."""
+        if self.first_admin is not None and time.monotonic() - self.admin_signed_in > 600:
+            pair = self.tokens.CreateToken(
+                auth_pb2.CreateTokenRequest(
+                    email=self.first_admin.user.email, password=self.first_admin.password
+                ),
+                timeout=10,
+            )
+            self.first_admin = replace(
+                self.first_admin, access_token=pair.access_token, refresh_token=pair.refresh_token
+            )
+            self.admin_signed_in = time.monotonic()
+        return self.first_admin
 
     @property
     def users(self) -> user_pb2_grpc.UserServiceStub:
@@ -227,5 +246,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             }.items()
         }
         found = Stack(user, auth, predict, booking, channels)
-        found.admin = found.sign_up(display_name="First Admin")  # the first user: admin
+        found.first_admin = found.sign_up(display_name="First Admin")  # the first user: admin
+        found.admin_signed_in = time.monotonic()
         yield found

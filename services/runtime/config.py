@@ -81,10 +81,21 @@ class ServerConfig:
     mesh_ca_file: str = ""
     policy_file: str = "mesh/policy.toml"
     consul_token: str = field(default="", repr=False)
+    # Standalone identity: certificate, key and CA bundle files (python -m controlplane.pki),
+    # reloaded when they change. The other way to serve mutual TLS, without a mesh CA.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # Plaintext with no authorization: only when asked for by name (INSECURE_PLAINTEXT=1).
+    insecure_plaintext: bool = False
 
     @property
     def mtls(self) -> bool:
         return bool(self.mesh_ca_addr)
+
+    @property
+    def tls_files(self) -> bool:
+        return bool(self.tls_cert_file)
 
     @classmethod
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -120,6 +131,8 @@ class ServerConfig:
             mesh_ca_file=env_str(env, "MESH_CA_FILE", ""),
             policy_file=env_str(env, "MESH_POLICY_FILE", "mesh/policy.toml"),
             consul_token=consul_token(env),
+            **_tls_files(env),
+            insecure_plaintext=_flag(env, "INSECURE_PLAINTEXT"),
         )
 
 
@@ -135,6 +148,27 @@ def advertise_host(env: Mapping[str, str], host: str, *, registered: bool) -> st
 
 
 WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def _tls_files(env: Mapping[str, str]) -> dict[str, str]:
+    """TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE: all three or none, and not with MESH_CA_ADDR."""
+    names = {"TLS_CERT_FILE": "tls_cert_file", "TLS_KEY_FILE": "tls_key_file"}
+    names["TLS_CA_FILE"] = "tls_ca_file"
+    given = {field: env_str(env, name, "") for name, field in names.items()}
+    if not any(given.values()):
+        return given
+    if not all(given.values()):
+        raise ConfigError("TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: set all three")
+    if env_str(env, "MESH_CA_ADDR", ""):
+        raise ConfigError("set MESH_CA_ADDR or the TLS_*_FILE variables, not both")
+    return given
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env_str(env, name, "0").lower()
+    if raw not in {"0", "1", "true", "false"}:
+        raise ConfigError(f"{name} must be 1 or 0")
+    return raw in {"1", "true"}
 
 
 def _mesh_ca_addr(env: Mapping[str, str]) -> str:

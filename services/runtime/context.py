@@ -125,6 +125,26 @@ def advise_retry_after(seconds: int) -> None:
         ctx.retry_after(seconds)
 
 
+_mesh_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mesh_caller", default=None
+)
+
+
+def mesh_caller() -> str | None:
+    """The SPIFFE id the mesh policy judged the call being served as: the TLS peer's,
+    or the one a proxy forwarded. None on a server without mutual TLS."""
+    return _mesh_caller.get()
+
+
+def judged_as(caller: str | None) -> contextvars.Token[str | None]:
+    """Records who the authorization interceptor judged the call as, until `unjudge`."""
+    return _mesh_caller.set(caller)
+
+
+def unjudge(token: contextvars.Token[str | None]) -> None:
+    _mesh_caller.reset(token)
+
+
 def activate(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
     return _current.set(ctx)
 

@@ -198,11 +198,11 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
 
     def _check(
         self, method: str, forwarded: str | None, grpc_context: grpc.ServicerContext
-    ) -> None:
+    ) -> str | None:
         peer = peer_identity(grpc_context)
         caller = self._policy.caller(peer, forwarded)
         if self._policy.allowed(caller, method):
-            return
+            return caller
         self._denied.labels(caller=caller or "unknown", method=method).inc()
         log.warning(
             "permission denied",
@@ -220,10 +220,14 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
 
 def _guarded(
     behavior: Callable[[Any, grpc.ServicerContext], Any],
-    check: Callable[[grpc.ServicerContext], None],
+    check: Callable[[grpc.ServicerContext], str | None],
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
     def guarded(request: Any, grpc_context: grpc.ServicerContext) -> Any:
-        check(grpc_context)
-        return behavior(request, grpc_context)
+        # Handlers that limit per caller (VerifyPassword) read who was judged here.
+        token = context.judged_as(check(grpc_context))
+        try:
+            return behavior(request, grpc_context)
+        finally:
+            context.unjudge(token)
 
     return guarded

@@ -29,9 +29,16 @@ from services.runtime import logs
 from services.runtime.authn import TokenVerifier
 from services.runtime.authz import Policy, load_policy
 from services.runtime.certificates import CaEndpoint, WorkloadIdentity
-from services.runtime.config import ServerConfig
+from services.runtime.config import ConfigError, ServerConfig
 from services.runtime.health import Check, HealthReporter
-from services.runtime.identity import CredentialSource, ReloadingServerCredentials, spiffe_id
+from services.runtime.identity import (
+    CredentialFiles,
+    CredentialSource,
+    FileSource,
+    IdentityError,
+    ReloadingServerCredentials,
+    spiffe_id,
+)
 from services.runtime.interceptors import AuthorizationInterceptor, ServerInterceptor
 from services.runtime.registration import ConsulRegistrar
 
@@ -189,7 +196,11 @@ def serve(config: ServerConfig, build: Builder) -> None:
     """
     logs.configure(config.service_name, config.log_level)
     registry = CollectorRegistry()
-    trust = _trust(config)
+    try:
+        trust = _trust(config)
+    except ConfigError as refused:
+        log.error("not started", extra={"error": str(refused)})
+        raise SystemExit(f"{config.service_name}: {refused}") from None
     # A builder without channels to other services (the rate limit service's) takes no identity.
     definition = (
         build(config, registry)
@@ -218,22 +229,52 @@ def serve(config: ServerConfig, build: Builder) -> None:
     server.stop()
 
 
-def _trust(config: ServerConfig) -> Trust | None:
-    """With MESH_CA_ADDR: this instance's certificate from the mesh CA, and the policy.
+NO_IDENTITY = (
+    "no identity: set MESH_CA_ADDR and MESH_CA_FILE (a certificate from the mesh CA), or "
+    "TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE (files from `python -m controlplane.pki`), "
+    "or INSECURE_PLAINTEXT=1 to serve plaintext with no authorization (development only)"
+)
 
-    Without it the instance serves plaintext with no authorization: for a service
-    run alone in development, never in the mesh (`make up` always sets it).
+
+def _trust(config: ServerConfig) -> Trust | None:
+    """This instance's certificate and the policy; None only when plaintext is asked for.
+
+    From the mesh CA with MESH_CA_ADDR (`make up`), else from the TLS_*_FILE files (a
+    service run alone), else plaintext if INSECURE_PLAINTEXT=1; with none of them the
+    instance refuses to start (ConfigError), never silently serving without mutual TLS.
     """
-    if not config.mtls:
-        log.warning("no MESH_CA_ADDR: serving plaintext, no per-method authorization")
+    if config.mtls:
+        policy = load_policy(Path(config.policy_file))
+        endpoint = CaEndpoint(
+            config.mesh_ca_addr, Path(config.mesh_ca_file).read_bytes(), config.consul_token
+        )
+        identity = WorkloadIdentity(endpoint, _ip_sans(config.advertise_host))
+        identity.start()
+        return Trust(identity, policy)
+    if config.tls_files:
+        return Trust(_file_identity(config), load_policy(Path(config.policy_file)))
+    if config.insecure_plaintext:
+        log.warning(
+            "INSECURE_PLAINTEXT=1: serving PLAINTEXT with NO authorization; anyone who "
+            "reaches this port may call every method. Development only, never in the mesh."
+        )
         return None
-    policy = load_policy(Path(config.policy_file))
-    endpoint = CaEndpoint(
-        config.mesh_ca_addr, Path(config.mesh_ca_file).read_bytes(), config.consul_token
+    raise ConfigError(NO_IDENTITY)
+
+
+def _file_identity(config: ServerConfig) -> FileSource:
+    """The TLS_*_FILE credentials, checked now so a bad file stops the start, not a call."""
+    files = CredentialFiles(
+        Path(config.tls_cert_file), Path(config.tls_key_file), Path(config.tls_ca_file)
     )
-    identity = WorkloadIdentity(endpoint, _ip_sans(config.advertise_host))
-    identity.start()
-    return Trust(identity, policy)
+    source = FileSource(files)
+    try:
+        source.credentials()
+    except (OSError, IdentityError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE: {reason}") from None
+    log.info("serving mutual TLS with the TLS_*_FILE certificate, reloaded when it changes")
+    return source
 
 
 def _ip_sans(host: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grpc import Server as GrpcServer
 from prometheus_client import CollectorRegistry
@@ -19,6 +19,7 @@ from services.runtime.identity import CredentialSource
 from services.runtime.pagination import PageTokens
 from services.runtime.server import ServiceDefinition, releasing
 from services.runtime.upstreams import AuthClient
+from services.user_svc.attempts import GuessCounter, GuessLimits
 from services.user_svc.domain import DEFAULT_BCRYPT_COST, PasswordHasher
 from services.user_svc.servicer import UserInternalServicer, UserServicer
 from services.user_svc.store import UserStore
@@ -33,6 +34,7 @@ class UserConfig:
     database_url: str
     auth_addr: str
     bcrypt_cost: int = DEFAULT_BCRYPT_COST
+    guesses: GuessLimits = field(default_factory=GuessLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UserConfig:
@@ -41,6 +43,11 @@ class UserConfig:
             database_url=database_url(env, SERVICE_NAME),
             auth_addr=upstream_addr(env, "AUTH_SVC_ADDR"),
             bcrypt_cost=env_int(env, "BCRYPT_COST", DEFAULT_BCRYPT_COST, minimum=4),
+            guesses=GuessLimits(
+                per_email=env_int(env, "VERIFY_FAILURES_PER_EMAIL", 10, minimum=1),
+                per_caller=env_int(env, "VERIFY_FAILURES_PER_CALLER", 1000, minimum=1),
+                window_seconds=env_int(env, "VERIFY_FAILURE_WINDOW_SECONDS", 900, minimum=1),
+            ),
         )
 
 
@@ -61,7 +68,9 @@ def build(
         config.cpu_slots, config.cpu_queue, max_wait_seconds=config.cpu_max_wait_seconds
     )
     public = UserServicer(store, hasher, cpu, PageTokens(service_secret(engine, "page_tokens")))
-    internal = UserInternalServicer(store, hasher, cpu)
+    guesses = GuessCounter(engine, settings.guesses)
+    guesses.create_schema()
+    internal = UserInternalServicer(store, hasher, cpu, guesses)
     auth = AuthClient(settings.auth_addr, metrics, identity=identity)
 
     def add(server: GrpcServer) -> None:

@@ -12,6 +12,7 @@ from services.runtime.errors import InvalidArgument, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
 from services.user_svc import domain
+from services.user_svc.attempts import GuessCounter, TooManyFailedChecks
 from services.user_svc.store import Cursor, UserRecord, UserStore
 
 
@@ -80,18 +81,39 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 class UserInternalServicer(user_internal_pb2_grpc.UserInternalServiceServicer):
     """Methods for auth-svc and booking-svc; the edge routes none of them."""
 
-    def __init__(self, store: UserStore, hasher: domain.PasswordHasher, cpu: CpuLimiter) -> None:
+    def __init__(
+        self,
+        store: UserStore,
+        hasher: domain.PasswordHasher,
+        cpu: CpuLimiter,
+        guesses: GuessCounter,
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._cpu = cpu
+        self._guesses = guesses
 
     def VerifyPassword(
         self, request: user_internal_pb2.VerifyPasswordRequest, _: grpc.ServicerContext
     ) -> user_internal_pb2.VerifyPasswordResponse:
+        """Limited per calling identity and email (attempts.py) before any lookup, so a
+        refusal looks the same whether or not the email belongs to someone."""
         required("email", request.email)
         required("password", request.password)
-        found = self._store.get_by_email(request.email)
-        user = self._cpu.run(lambda: domain.authenticate(found, request.password, self._hasher))
+        try:
+            admission = self._guesses.admit(context.mesh_caller(), request.email)
+        except TooManyFailedChecks as refused:
+            context.require().retry_after(refused.retry_after_seconds)
+            raise
+        try:
+            found = self._store.get_by_email(request.email)
+            user = self._cpu.run(lambda: domain.authenticate(found, request.password, self._hasher))
+        except domain.InvalidCredentials:
+            raise  # a failed check: it stays counted
+        except Exception:
+            self._guesses.give_back(admission)  # no check happened (overload, database)
+            raise
+        self._guesses.give_back(admission)
         return user_internal_pb2.VerifyPasswordResponse(user=user_message(user))
 
     def LookupUser(

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from contract.routes import CREATED_METHODS, NO_CONTENT_METHODS, OPEN_METHODS, Contract
+from contract.routes import (
+    CREATED_METHODS,
+    NO_CONTENT_METHODS,
+    OPEN_METHODS,
+    Contract,
+    workload,
+)
+from envoy_bootstrap.render import Settings, write
 from tests.contract.conftest import DESCRIPTOR, ROOT
 
 PUBLIC = {
@@ -74,13 +81,12 @@ def test_open_methods_are_those_the_edge_lets_in_without_a_token(
 ) -> None:
     """The jwt_authn rules of the rendered bootstrap: allow_missing exactly for OPEN_METHODS."""
     out = tmp_path / "envoy.yaml"
-    services = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
-    static = [f"--static={s}=127.0.0.1:1" for s in services]
-    subprocess.run(
-        [sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out),
-         "--descriptor", str(DESCRIPTOR), *static],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
+    env = {
+        "ENVOY_CONFIG": str(out),
+        "ENVOY_DESCRIPTOR": str(DESCRIPTOR),
+        "ENVOY_STATIC_CLUSTERS": ";".join(f"{s}=127.0.0.1:1" for s in contract.workloads),
+    }
+    write(Settings.from_env(env))
     bootstrap = yaml.safe_load(out.read_text())
     edge = bootstrap["static_resources"]["listeners"][0]
     manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
@@ -96,3 +102,42 @@ def test_open_methods_are_those_the_edge_lets_in_without_a_token(
 
     methods = {f"{r.service}/{r.method}" for r in contract.routes}
     assert {m for m in methods if optional("/" + m)} == OPEN_METHODS
+
+
+def test_workloads_are_named_after_their_packages_and_each_has_a_service_package(
+    contract: Contract,
+) -> None:
+    assert set(contract.workloads) == {"auth-svc", "user-svc", "booking-svc", "predict-svc"}
+    assert "airline.user.v1.UserInternalService" in contract.served_by("user-svc")
+    assert "airline.user.v1.UserInternalService" not in contract.services
+    for name in contract.workloads:
+        assert (ROOT / "services" / name.replace("-", "_") / "__main__.py").is_file(), name
+
+
+def test_the_mesh_policy_lets_the_edge_call_the_public_services_only(contract: Contract) -> None:
+    policy = tomllib.loads((ROOT / "mesh" / "policy.toml").read_text())
+    assert set(policy["callers"]["edge"]["methods"]) == {f"/{s}/*" for s in contract.services}
+
+
+def _grpc_routes(listener: dict[str, Any]) -> dict[str, str]:
+    """gRPC path prefix -> cluster of the listener's routes that go to a cluster."""
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [host] = manager["route_config"]["virtual_hosts"]
+    return {
+        r["match"]["prefix"]: r["route"]["cluster"]
+        for r in host["routes"]
+        if r["match"].get("prefix", "/") != "/" and "route" in r
+    }
+
+
+def test_the_bootstrap_sends_each_service_to_its_workload(
+    contract: Contract, tmp_path: Path
+) -> None:
+    """The edge routes the public services only, the mesh every service, each to its cluster."""
+    out = tmp_path / "envoy.yaml"
+    write(Settings.from_env({"ENVOY_CONFIG": str(out), "ENVOY_DESCRIPTOR": str(DESCRIPTOR)}))
+    document = yaml.safe_load(out.read_text())
+    listeners = {x["name"]: x for x in document["static_resources"]["listeners"]}
+    edge, mesh = _grpc_routes(listeners["edge"]), _grpc_routes(listeners["mesh"])
+    assert edge == {f"/{s}/": workload(s) for s in contract.services}
+    assert mesh == {f"/{s}/": workload(s) for s in contract.all_services}

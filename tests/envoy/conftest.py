@@ -1,7 +1,7 @@
-"""Real Envoy, rendered by envoy/render.py, in front of real gRPC servers on free ports.
+"""Real Envoy, rendered by envoy_bootstrap, in front of real gRPC servers on free ports.
 
 `edge_stack`: the four services as subprocesses (`python -m services.<name>`), calling
-each other through Envoy's mesh listener, behind an Envoy with --static clusters.
+each other through Envoy's mesh listener, behind an Envoy with static clusters.
 `probe_edge`: the same bootstrap in front of one small in-test gRPC server, for what
 the real services cannot be made to do on demand (leave an optional field unset,
 fail with UNAVAILABLE, report the deadline they were given).
@@ -28,13 +28,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.user.v1 import user_pb2, user_pb2_grpc
+from contract.routes import load
+from envoy_bootstrap.render import Settings, write
 from tests.envoy.probe import Probe
 from tests.support import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-RENDER = ROOT / "envoy" / "render.py"
 ENVOY = Path(os.environ.get("ENVOY_BIN", Path(sys.executable).parent / "envoy"))
-SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
+# Every service of the contracts (auth-svc, ...), as contract/routes.py names them.
+SERVICES = load(ROOT / "generated" / "airline.pb").workloads
 ORIGIN = "http://app.example.com"
 # Low enough for a test to exhaust, per client address.
 TOKEN_LIMIT = 3
@@ -59,7 +61,7 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 @dataclass
 class Envoy:
-    """One Envoy process running a bootstrap rendered by envoy/render.py."""
+    """One Envoy process running a bootstrap rendered by envoy_bootstrap."""
 
     workdir: Path
     edge_port: int
@@ -79,20 +81,21 @@ class Envoy:
     def log(self) -> Path:
         return self.workdir / "envoy.log"
 
-    def render(self, static: Mapping[str, str], extra: Sequence[str] = ()) -> Path:
-        out = self.workdir / "envoy.yaml"
-        command = [
-            sys.executable, str(RENDER), "--out", str(out),
-            "--edge", f"127.0.0.1:{self.edge_port}", "--mesh", self.mesh_addr,
-            "--admin", f"127.0.0.1:{self.admin_port}",
-            "--access-log", str(self.workdir / "access.log"),
-            "--cors-origins", ORIGIN, "--token-limit", str(TOKEN_LIMIT),
-            "--signup-limit", str(SIGNUP_LIMIT),
-            *(f"--static={name}={address}" for name, address in static.items()),
-            *extra,
-        ]  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
-        return out
+    def render(self, static: Mapping[str, str], env: Mapping[str, str] | None = None) -> Path:
+        """The bootstrap for this Envoy's ports, `static` clusters (none: ADS), `env` on top."""
+        settings = {
+            "ENVOY_CONFIG": str(self.workdir / "envoy.yaml"),
+            "ENVOY_EDGE_ADDR": f"127.0.0.1:{self.edge_port}",
+            "ENVOY_MESH_ADDR": self.mesh_addr,
+            "ENVOY_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
+            "ENVOY_ACCESS_LOG": str(self.workdir / "access.log"),
+            "CORS_ORIGINS": ORIGIN,
+            "TOKEN_RATE_LIMIT": str(TOKEN_LIMIT),
+            "SIGNUP_RATE_LIMIT": str(SIGNUP_LIMIT),
+            "ENVOY_STATIC_CLUSTERS": ";".join(f"{n}={a}" for n, a in static.items()),
+            **(env or {}),
+        }
+        return write(Settings.from_env(settings))
 
     def start(self, config: Path) -> None:
         command = [
@@ -171,6 +174,9 @@ class Service:
         package = "services." + self.name.replace("-", "_")
         variables = {k: v for k, v in os.environ.items() if k != "CONSUL_HTTP_ADDR"}
         variables.update(env, GRPC_PORT=str(self.port), METRICS_PORT=str(self.metrics_port))
+        # These tests are about the edge in front of plaintext static clusters; mutual TLS
+        # and authorization are tests/trust's and the integration tests' (make up).
+        variables.setdefault("INSECURE_PLAINTEXT", "1")
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", package],

@@ -1,26 +1,25 @@
-"""envoy/render.py: what it writes, from which options, and that Envoy accepts it."""
+"""envoy_bootstrap: what it writes, from which settings, and that Envoy accepts it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import descriptor_pb2
 
-from tests.envoy.conftest import ENVOY, RENDER, ROOT
+from envoy_bootstrap.render import Settings, write
+from tests.envoy.conftest import ENVOY, ROOT
 
 pytestmark = pytest.mark.integration
 
 
-def render(
-    out: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RENDER), "--out", str(out), *args],
-        capture_output=True, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
+def render(out: Path, **env: str) -> Path:
+    """The bootstrap `python -m envoy_bootstrap` writes to `out` with `env` set."""
+    return write(Settings.from_env({"ENVOY_CONFIG": str(out), **env}))
 
 
 def envoy_accepts(config: Path) -> subprocess.CompletedProcess[str]:
@@ -32,8 +31,7 @@ def envoy_accepts(config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_default_ads_bootstrap_is_valid(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
-    rendered = render(out)
-    assert rendered.returncode == 0, rendered.stderr
+    render(out)
     checked = envoy_accepts(out)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     text = out.read_text()
@@ -46,8 +44,7 @@ def test_the_default_ads_bootstrap_is_valid(tmp_path: Path) -> None:
 
 def test_the_static_bootstrap_is_valid_and_has_no_ads(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
-    rendered = render(out, "--static", "predict-svc=127.0.0.1:50051,127.0.0.1:50052")
-    assert rendered.returncode == 0, rendered.stderr
+    render(out, ENVOY_STATIC_CLUSTERS="predict-svc=127.0.0.1:50051,127.0.0.1:50052")
     assert envoy_accepts(out).returncode == 0
     text = out.read_text()
     assert "ads_config:" not in text
@@ -57,17 +54,24 @@ def test_the_static_bootstrap_is_valid_and_has_no_ads(tmp_path: Path) -> None:
 
 def test_the_transcoder_descriptor_is_written_beside_the_bootstrap(tmp_path: Path) -> None:
     out = tmp_path / "edge.yaml"
-    assert render(out).returncode == 0
-    assert (tmp_path / "edge.pb").stat().st_size > (
-        ROOT / "generated" / "airline.pb"
-    ).stat().st_size
+    render(out)
+    copy = (tmp_path / "edge.pb").read_bytes()
+    assert copy == (ROOT / "generated" / "airline.pb").read_bytes()
     assert str(tmp_path / "edge.pb") in out.read_text()
+
+
+def test_make_gen_puts_the_error_details_in_the_descriptor_set() -> None:
+    """The transcoder needs ErrorInfo and BadRequest to print an error's details."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "generated" / "airline.pb").read_bytes()
+    )
+    names = {f.name for f in files.file}
+    assert {"google/rpc/status.proto", "google/rpc/error_details.proto"} <= names
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
     env = {
-        "PATH": "/usr/bin:/bin",
         "ENVOY_EDGE_ADDR": "0.0.0.0:18080",
         "MESH_ADDR": "127.0.0.1:25001",
         "XDS_ADDR": "10.0.0.5:19000",
@@ -76,8 +80,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         "SIGNUP_RATE_WINDOW_SECONDS": "90",
         "CORS_ORIGINS": "https://a.example, https://b.example",
     }
-    rendered = render(out, env=env)
-    assert rendered.returncode == 0, rendered.stderr
+    render(out, **env)
     text = out.read_text()
     assert "address: 0.0.0.0, port_value: 18080" in text
     assert "uri: http://127.0.0.1:18080/v1/auth/jwks" in text  # the edge fetches from itself
@@ -89,17 +92,38 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert '"exact": "https://b.example"' in text
 
 
-def test_an_unknown_static_service_is_refused(tmp_path: Path) -> None:
-    rendered = render(tmp_path / "envoy.yaml", "--static", "cache-svc=127.0.0.1:1")
+def test_the_entry_point_refuses_an_unknown_static_service(tmp_path: Path) -> None:
+    """`python -m envoy_bootstrap` exits 2 naming the bad entry, and writes nothing."""
+    out = tmp_path / "envoy.yaml"
+    env = {
+        **os.environ,
+        "ENVOY_CONFIG": str(out),
+        "ENVOY_STATIC_CLUSTERS": "cache-svc=127.0.0.1:1",
+    }
+    rendered = subprocess.run(
+        [sys.executable, "-m", "envoy_bootstrap"], capture_output=True, text=True, cwd=ROOT, env=env
+    )  # fmt: skip
     assert rendered.returncode == 2
     assert "cache-svc" in rendered.stderr
-    assert not (tmp_path / "envoy.yaml").exists()
+    assert "Traceback" not in rendered.stderr
+    assert not out.exists()
+
+
+def test_the_entry_point_writes_the_bootstrap_the_environment_names(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    env = {**os.environ, "ENVOY_CONFIG": str(out), "ENVOY_EDGE_ADDR": "127.0.0.1:18080"}
+    rendered = subprocess.run(
+        [sys.executable, "-m", "envoy_bootstrap"], capture_output=True, text=True, cwd=ROOT, env=env
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout.strip() == str(out)
+    assert "port_value: 18080" in out.read_text()
 
 
 def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -> None:
     """The 404/405 table comes from the google.api.http rules, custom verbs included."""
     out = tmp_path / "envoy.yaml"
-    assert render(out).returncode == 0
+    render(out)
     text = out.read_text()
     assert '{"GET", "^/v1/flights/[^/]+$"}' in text
     assert '{"POST", "^/v1/bookings/[^/]+:cancel$"}' in text
@@ -118,10 +142,10 @@ def _route_configs(config: Path) -> list[dict[str, object]]:
 def test_reads_cost_no_rate_limit_call_unless_they_are_limited(tmp_path: Path) -> None:
     """A read asks the rate limit service only when READ_RATE_LIMIT is set."""
     out = tmp_path / "envoy.yaml"
-    assert render(out, "--ratelimit", "127.0.0.1:18081").returncode == 0
+    render(out, RATELIMIT_ADDR="127.0.0.1:18081")
     assert envoy_accepts(out).returncode == 0
     assert not any("ratelimit_fail_open" in c for c in _route_configs(out))
-    assert render(out, "--ratelimit", "127.0.0.1:18081", "--read-limit", "600").returncode == 0
+    render(out, RATELIMIT_ADDR="127.0.0.1:18081", READ_RATE_LIMIT="600")
     assert envoy_accepts(out).returncode == 0
     limited = [c for c in _route_configs(out) if "ratelimit_fail_open" in c]
     # The four public services' other methods, and booking's retried on a reset too.

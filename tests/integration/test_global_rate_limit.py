@@ -59,11 +59,11 @@ def second_edge(limited: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ports = limited.ports
     config = proxy.render(
         {},
-        extra=[
-            f"--xds=127.0.0.1:{ports.xds}",
-            f"--ratelimit=127.0.0.1:{ports.ratelimit}",
-            "--node-id=airline-envoy-second",
-        ],
+        env={
+            "XDS_ADDR": f"127.0.0.1:{ports.xds}",
+            "RATELIMIT_ADDR": f"127.0.0.1:{ports.ratelimit}",
+            "ENVOY_NODE_ID": "airline-envoy-second",
+        },
     )
     proxy.start(config)
     try:

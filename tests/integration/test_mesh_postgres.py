@@ -91,7 +91,7 @@ def test_a_booking_end_to_end_lands_in_postgresql(pg_mesh: Mesh) -> None:
 
 def test_each_service_has_its_own_role_password_file_and_database(pg_mesh: Mesh) -> None:
     cfg = _config(pg_mesh)
-    for service in ("auth-svc", "user-svc", "booking-svc", "predict-svc"):
+    for service in cfg.services:
         assert postgres.passfile(cfg, service).stat().st_mode & 0o777 == 0o600
     assert cfg.pg_dir.stat().st_mode & 0o777 == 0o700
     # booking-svc's role, with its own password, cannot open user-svc's database.

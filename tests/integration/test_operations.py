@@ -26,6 +26,8 @@ from airline.user.v1 import (
     user_pb2,
     user_pb2_grpc,
 )
+from contract.routes import load, workload
+from mesh.config import ROOT, MeshConfig
 from tests.integration.conftest import Account, Mesh
 from tests.process.conftest import GRPCURL, service_process
 from tests.support import wait_for
@@ -34,12 +36,9 @@ SUPERVISORCTL = str(Path(GRPCURL).with_name("supervisorctl"))
 
 pytestmark = pytest.mark.integration
 
-FULL_NAMES = {
-    "auth-svc": "airline.auth.v1.AuthService",
-    "user-svc": "airline.user.v1.UserService",
-    "booking-svc": "airline.booking.v1.BookingService",
-    "predict-svc": "airline.predict.v1.PredictionService",
-}
+CONTRACT = load(ROOT / "generated" / "airline.pb")
+# Each service's public gRPC service: what its instances list and report health for.
+FULL_NAMES = {workload(service): service for service in CONTRACT.services}
 
 
 def _grpcurl(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,12 +67,7 @@ def _handled(metrics_port: int | str, method: str) -> float:
 
 @pytest.mark.parametrize(
     ("service", "count"),
-    [
-        ("auth-svc", 1),
-        ("user-svc", 2),
-        ("booking-svc", 2),
-        ("predict-svc", 1),
-    ],
+    sorted(MeshConfig.from_env({}).instances.items()),
 )
 def test_every_instance_is_registered_with_a_passing_grpc_check_and_meta(
     mesh: Mesh, service: str, count: int

@@ -20,6 +20,45 @@ ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
+def mint_pki(directory: Path, *workloads: str) -> Path:
+    """A CA, the operator's and `workloads`' credentials in `directory`, as an operator
+    makes them (`python -m controlplane.pki`); returns `directory`."""
+    subprocess.run(
+        [sys.executable, "-m", "controlplane.pki", str(directory), *workloads],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return directory
+
+
+def standalone_env(pki: Path, workload: str) -> dict[str, str]:
+    """The environment that gives a service run alone `workload`'s certificate from `pki`."""
+    return {
+        "TLS_CERT_FILE": str(pki / f"{workload}.pem"),
+        "TLS_KEY_FILE": str(pki / f"{workload}-key.pem"),
+        "TLS_CA_FILE": str(pki / "ca.pem"),
+    }
+
+
+def operator_grpcurl(pki: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """grpcurl with the operator's certificate from `pki`."""
+    creds = ["-cacert", "ca.pem", "-cert", "operator.pem", "-key", "operator-key.pem"]
+    paths = [str(pki / arg) if arg.endswith(".pem") else arg for arg in creds]
+    return run_grpcurl(*paths, *args)
+
+
+def run_grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GRPCURL, "-max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @dataclass
 class Instance:
     """A running `python -m services.<name>` and what it has logged."""
@@ -28,19 +67,17 @@ class Instance:
     port: int
     metrics_port: int
     lines: list[dict[str, Any]] = field(default_factory=list)
+    pki: Path | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def grpcurl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [GRPCURL, "-plaintext", "-max-time", "10", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        """grpcurl as the operator (plaintext only for an INSECURE_PLAINTEXT instance)."""
+        if self.pki is None:
+            return run_grpcurl("-plaintext", *args)
+        return operator_grpcurl(self.pki, *args)
 
 
 def _pump(stream: Any, out: queue.Queue[dict[str, Any]], sink: list[dict[str, Any]]) -> None:
@@ -55,9 +92,18 @@ def _pump(stream: Any, out: queue.Queue[dict[str, Any]], sink: list[dict[str, An
 
 @contextmanager
 def service_process(
-    module: str, env: Mapping[str, str], *, start_timeout: float = 120.0
+    module: str,
+    env: Mapping[str, str],
+    *,
+    pki: Path | None = None,
+    start_timeout: float = 120.0,
 ) -> Iterator[Instance]:
-    """Starts `python -m module` with GRPC_PORT=0 and reads its ports from the log."""
+    """Starts `python -m module` with GRPC_PORT=0 and reads its ports from the log.
+
+    With `pki` (from `mint_pki`) it serves the certificate of its workload name there.
+    """
+    if pki is not None:
+        env = {**standalone_env(pki, workload_of(module)), **env}
     full_env = {**os.environ, "GRPC_PORT": "0", "METRICS_PORT": "0", **env}
     process = subprocess.Popen(
         [sys.executable, "-m", module],
@@ -73,7 +119,7 @@ def service_process(
     pump.start()
     try:
         serving = _wait_for(events, "serving", start_timeout, process)
-        yield Instance(process, serving["port"], serving["metrics_port"], lines)
+        yield Instance(process, serving["port"], serving["metrics_port"], lines, pki)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -85,6 +131,11 @@ def service_process(
         pump.join(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def workload_of(module: str) -> str:
+    """`services.user_svc` -> `user-svc`."""
+    return module.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def _wait_for(

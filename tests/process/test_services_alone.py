@@ -1,20 +1,38 @@
-"""Each service started alone, as an operator would, and stopped with SIGTERM."""
+"""Each service started alone, as an operator would, and stopped with SIGTERM.
+
+Alone is still mutual TLS: each instance serves its certificate from files made by
+`python -m controlplane.pki`, and grpcurl calls as the operator; plaintext is only an
+explicit development opt-in (INSECURE_PLAINTEXT=1), and with neither a service refuses
+to start."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
-from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 
 from airline.user.v1 import user_pb2, user_pb2_grpc
-from tests.process.conftest import Instance, service_process
+from services.runtime.identity import CredentialFiles, channel_credentials
+from tests.process.conftest import (
+    ROOT,
+    Instance,
+    mint_pki,
+    run_grpcurl,
+    service_process,
+    workload_of,
+)
 
 SERVICES = {
     "services.auth_svc": "airline.auth.v1.AuthService",
@@ -34,11 +52,18 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A CA and the operator's, the edge's and each service's certificates, minted."""
+    workloads = [workload_of(module) for module in SERVICES]
+    return mint_pki(tmp_path / "pki", "edge", *workloads)
+
+
 @pytest.mark.parametrize("module", sorted(SERVICES))
 def test_service_starts_alone_and_answers_grpcurl_list_and_health(
-    module: str, tmp_path: Path
+    module: str, tmp_path: Path, pki: Path
 ) -> None:
-    with service_process(module, _env(tmp_path)) as instance:
+    with service_process(module, _env(tmp_path), pki=pki) as instance:
         listed = instance.grpcurl(instance.address, "list")
         assert listed.returncode == 0, listed.stderr
         assert SERVICES[module] in listed.stdout.split()
@@ -53,8 +78,8 @@ def test_service_starts_alone_and_answers_grpcurl_list_and_health(
             assert json.loads(health.stdout) == {"status": "SERVING"}, health.stderr
 
 
-def test_metrics_port_serves_prometheus_text(tmp_path: Path) -> None:
-    with service_process("services.predict_svc", _env(tmp_path)) as instance:
+def test_metrics_port_serves_prometheus_text(tmp_path: Path, pki: Path) -> None:
+    with service_process("services.predict_svc", _env(tmp_path), pki=pki) as instance:
         instance.grpcurl(instance.address, "airline.predict.v1.PredictionService/ListModels")
         url = f"http://127.0.0.1:{instance.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -71,7 +96,7 @@ def _started(instance: Instance, method: str) -> float:
     return 0.0
 
 
-def test_sigterm_finishes_calls_in_flight_then_exits_cleanly(tmp_path: Path) -> None:
+def test_sigterm_finishes_calls_in_flight_then_exits_cleanly(tmp_path: Path, pki: Path) -> None:
     # Three slow hashes on one slot: two wait, and waiting is admitted however long it
     # is (the test is about calls in flight at SIGTERM, not about load shedding).
     env = {
@@ -80,10 +105,12 @@ def test_sigterm_finishes_calls_in_flight_then_exits_cleanly(tmp_path: Path) -> 
         "CPU_SLOTS": "1",
         "CPU_MAX_WAIT_SECONDS": "60",
     }
-    with service_process("services.user_svc", env) as instance:
-        channel = grpc.insecure_channel(instance.address)
+    edge = CredentialFiles(pki / "edge.pem", pki / "edge-key.pem", pki / "ca.pem")
+    with service_process("services.user_svc", env, pki=pki) as instance:
+        # CreateUser is public: the edge's certificate may call it.
+        channel = grpc.secure_channel(instance.address, channel_credentials(edge))
         stub = user_pb2_grpc.UserServiceStub(channel)
-        calls: list[Future[user_pb2.User]] = [
+        calls = [
             stub.CreateUser.future(
                 user_pb2.CreateUserRequest(
                     email=f"{uuid.uuid4().hex[:8]}@example.com",
@@ -104,3 +131,82 @@ def test_sigterm_finishes_calls_in_flight_then_exits_cleanly(tmp_path: Path) -> 
     assert len({u.user_id for u in users}) == 3
     events = [line.get("event") for line in instance.lines]
     assert events.index("stopping") < events.index("stopped")
+
+
+def test_a_standalone_instance_refuses_plaintext_and_other_cas(tmp_path: Path, pki: Path) -> None:
+    other = mint_pki(tmp_path / "other-pki")
+    with service_process("services.user_svc", _env(tmp_path), pki=pki) as instance:
+        assert instance.grpcurl(instance.address, "list").returncode == 0
+        plaintext = run_grpcurl("-plaintext", instance.address, "list")
+        assert plaintext.returncode != 0
+        stranger = run_grpcurl(
+            *("-cacert", str(pki / "ca.pem")),
+            *("-cert", str(other / "operator.pem"), "-key", str(other / "operator-key.pem")),
+            *(instance.address, "list"),
+        )
+        assert stranger.returncode != 0
+
+
+def test_the_operator_may_not_call_a_write_method_of_a_standalone_instance(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The instance enforces the mesh policy from its TLS peer, alone as in the mesh."""
+    with service_process("services.user_svc", _env(tmp_path), pki=pki) as instance:
+        body = '{"email": "a@example.com", "password": "long enough", "display_name": "A"}'
+        created = instance.grpcurl(
+            "-d", body, instance.address, "airline.user.v1.UserService/CreateUser"
+        )
+    assert created.returncode != 0
+    assert "PermissionDenied" in created.stderr
+
+
+def test_a_service_with_no_identity_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TLS_", "MESH_CA", "INSECURE"))}
+    started = subprocess.run(
+        [sys.executable, "-m", "services.user_svc"],
+        cwd=ROOT,
+        env={**env, **_env(tmp_path), "GRPC_PORT": "0", "METRICS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode != 0
+    last = started.stderr.strip().splitlines()[-1]
+    assert "no identity" in last
+    assert "INSECURE_PLAINTEXT=1" in last
+
+
+def test_plaintext_only_when_asked_for_and_then_logged_as_insecure(tmp_path: Path) -> None:
+    env = {**_env(tmp_path), "INSECURE_PLAINTEXT": "1"}
+    with service_process("services.user_svc", env) as instance:
+        assert instance.grpcurl(instance.address, "list").returncode == 0
+    warnings = [line for line in instance.lines if line.get("level") == "warning"]
+    assert any("INSECURE_PLAINTEXT=1" in str(line.get("event")) for line in warnings)
+
+
+def test_renewed_certificate_files_are_served_without_a_restart(tmp_path: Path, pki: Path) -> None:
+    with service_process("services.predict_svc", _env(tmp_path), pki=pki) as instance:
+        before = _served_serial(instance, pki)
+        mint_pki(pki, "predict-svc")  # the operator renews: new key and certificate
+        after = _served_serial(instance, pki)
+    assert before != after
+    assert after == _file_serial(pki / "predict-svc.pem")
+
+
+def _served_serial(instance: Instance, pki: Path) -> int:
+    """The serial of the certificate the instance presents on a new connection."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(str(pki / "operator.pem"), str(pki / "operator-key.pem"))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", instance.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _file_serial(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number

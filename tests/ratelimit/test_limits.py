@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from envoy_bootstrap.render import Settings, write
 from ratelimit.limits import Algorithm, Counts, Limit, decide, load, parse
 from ratelimit.server import LIMITS_FILE
 from services.runtime.config import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_limits_are_todays_defaults() -> None:
@@ -100,11 +97,12 @@ def test_sliding_window_full_on_its_own_waits_into_the_next_window() -> None:
 def test_the_edge_asks_about_the_shipped_limits_by_name_and_domain(tmp_path: Path) -> None:
     """One source of names: every limited route's descriptor names a table of limits.toml."""
     out = tmp_path / "envoy.yaml"
-    subprocess.run(
-        [sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out),
-         "--ratelimit", "127.0.0.1:18081", "--read-limit", "600"],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
+    env = {
+        "ENVOY_CONFIG": str(out),
+        "RATELIMIT_ADDR": "127.0.0.1:18081",
+        "READ_RATE_LIMIT": "600",
+    }
+    write(Settings.from_env(env))
     text = out.read_text()
     shipped = load(LIMITS_FILE, {})
 

@@ -11,14 +11,17 @@ import httpx
 import pytest
 from cryptography import x509
 
+from contract import routes
 from controlplane.app import SigningServer
 from controlplane.ca import MeshCA
 from controlplane.config import ControlPlaneConfig
 from mesh.acl import ensure_tokens
-from mesh.config import ROOT, SERVICES
+from mesh.config import ROOT
 from services.runtime.certificates import CaEndpoint, CertificateError, WorkloadIdentity
 from tests.controlplane.conftest import ConsulAgent, find_consul
 from tests.support import free_ports
+
+SERVICES = routes.load(ROOT / "generated" / "airline.pb").workloads
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Mutual TLS and authorization on Envoy's listeners, applied to the rendered bootstrap.
 
-Pure: takes the bootstrap as a dict and returns it changed (render.py with --mesh-tls).
+Pure: takes the bootstrap as a dict and returns it changed (render.py with ENVOY_MESH_TLS=1).
 
 - mesh listener: mutual TLS only (Envoy's certificate `mesh-identity` and the CA bundle
   `mesh-ca` come over SDS on the ADS stream); the RBAC filter rendered from the mesh

@@ -6,18 +6,19 @@ for it, see envoyproxy/envoy#46623), while API.md refuses them with 400. This
 module derives, from the descriptor set Envoy transcodes with, the REST routes
 that carry a body and the keys every message in those bodies accepts (proto name
 and lowerCamelCase); edge.lua checks request bodies against it. It also lists
-every REST method and path template, for edge.lua's 404 and 405 (with Allow). Imported by
-render.py (a sibling script), standard library and protobuf only.
+every REST method and path template, for edge.lua's 404 and 405 (with Allow); the routes
+are contract/routes.py's, the one list of them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+from contract.routes import Contract
 
 Field = descriptor_pb2.FieldDescriptorProto
 
@@ -78,12 +79,6 @@ def lua_pattern(template: str) -> str:
     return "^" + "".join(parts) + "$"
 
 
-def _bindings(rule: http_pb2.HttpRule) -> Iterator[http_pb2.HttpRule]:
-    yield rule
-    for extra in rule.additional_bindings:
-        yield from _bindings(extra)
-
-
 @dataclass(frozen=True)
 class HttpRoute:
     """A REST method and path template of a public method (google.api.http)."""
@@ -93,26 +88,9 @@ class HttpRoute:
     template: str
 
 
-def http_routes(
-    files: descriptor_pb2.FileDescriptorSet, services: Iterable[str]
-) -> list[HttpRoute]:
-    """Every (method, path template) the transcoder serves for `services`."""
-    wanted = set(services)
-    routes = []
-    for file in files.file:
-        for service in file.service:
-            if f"{file.package}.{service.name}" not in wanted:
-                continue
-            for method in service.method:
-                rule = method.options.Extensions[annotations_pb2.http]
-                for binding in _bindings(rule):
-                    kind = binding.WhichOneof("pattern")
-                    if kind is None:
-                        continue
-                    path = binding.custom.path if kind == "custom" else getattr(binding, kind)
-                    verb = binding.custom.kind if kind == "custom" else kind.upper()
-                    routes.append(HttpRoute(verb, lua_pattern(path), path))
-    return routes
+def http_routes(contract: Contract) -> list[HttpRoute]:
+    """Every (method, path template) the transcoder serves: contract/routes.py's routes."""
+    return [HttpRoute(r.verb.upper(), lua_pattern(r.template), r.template) for r in contract.routes]
 
 
 def api_prefixes(routes: Iterable[HttpRoute]) -> list[str]:
@@ -120,31 +98,18 @@ def api_prefixes(routes: Iterable[HttpRoute]) -> list[str]:
     return sorted({"/" + r.template.lstrip("/").split("/", 1)[0] + "/" for r in routes})
 
 
-def body_routes(
-    files: descriptor_pb2.FileDescriptorSet, services: Iterable[str]
-) -> list[BodyRoute]:
-    """The routes of `services` whose HTTP rule takes a body, with the body's message."""
-    messages = _messages(files)
-    wanted = set(services)
-    routes = []
-    for file in files.file:
-        for service in file.service:
-            if f"{file.package}.{service.name}" not in wanted:
-                continue
-            for method in service.method:
-                rule = method.options.Extensions[annotations_pb2.http]
-                for binding in _bindings(rule):
-                    kind = binding.WhichOneof("pattern")
-                    if kind is None or not binding.body:
-                        continue
-                    path = binding.custom.path if kind == "custom" else getattr(binding, kind)
-                    verb = binding.custom.kind if kind == "custom" else kind.upper()
-                    message = method.input_type
-                    if binding.body != "*":
-                        field = next(f for f in messages[message].field if f.name == binding.body)
-                        message = field.type_name
-                    routes.append(BodyRoute(verb, lua_pattern(path), message.lstrip(".")))
-    return routes
+def body_routes(contract: Contract) -> list[BodyRoute]:
+    """The public routes whose HTTP rule takes a body, with the body's message."""
+    found = []
+    for route in contract.routes:
+        if not route.body:
+            continue
+        message = route.request
+        if route.body != "*":
+            fields = contract.messages[route.request].field
+            message = next(f for f in fields if f.name == route.body).type_name.lstrip(".")
+        found.append(BodyRoute(route.verb.upper(), lua_pattern(route.template), message))
+    return found
 
 
 def accepted_keys(
@@ -188,7 +153,7 @@ def lua_source(
 ) -> str:
     """Lua defining BODY_ROUTES, MESSAGES, HTTP_ROUTES, API_PREFIXES and ENUMS for edge.lua."""
     paths = list(paths)
-    lines = ["-- Generated by envoy/render.py from the descriptor set; see body_schema.py."]
+    lines = ["-- Generated by envoy_bootstrap from the descriptor set; see body_schema.py."]
     lines.append("local ENUMS = {")
     lines.extend(f"  [{_lua_string(name)}] = true," for name in enums)
     lines.append("}")
@@ -214,8 +179,7 @@ def lua_source(
     return "\n".join(lines) + "\n"
 
 
-def generate(files: descriptor_pb2.FileDescriptorSet, services: Iterable[str]) -> str:
-    services = list(services)
-    routes = body_routes(files, services)
+def generate(files: descriptor_pb2.FileDescriptorSet, contract: Contract) -> str:
+    routes = body_routes(contract)
     schema = accepted_keys(files, {r.message for r in routes})
-    return lua_source(routes, schema, http_routes(files, services), enum_names(files))
+    return lua_source(routes, schema, http_routes(contract), enum_names(files))

@@ -2,7 +2,7 @@
 
 Local (no rate limit service given): each Envoy counts sign-ins and sign-ups per
 client address itself (envoy/local-ratelimit.yaml), so N edges allow N times the limit.
-Global (--ratelimit HOST:PORT): every edge asks the rate limit service (ratelimit/),
+Global (RATELIMIT_ADDR=HOST:PORT): every edge asks the rate limit service (ratelimit/),
 which counts in Redis for all of them. Two instances of Envoy's rate limit filter,
 because its failure mode is the filter's, not the route's:
   ratelimit_fail_closed  CreateToken and CreateUser only; the service unreachable
@@ -24,8 +24,9 @@ from pathlib import Path
 from string import Template
 from typing import Protocol
 
-HERE = Path(__file__).resolve().parent
-LIMITS_FILE = HERE.parent / "ratelimit" / "limits.toml"
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS_FILE = ROOT / "ratelimit" / "limits.toml"
+TEMPLATES = ROOT / "envoy"
 CLUSTER = "ratelimit"
 TYPE = "type.googleapis.com/envoy."
 FAIL_CLOSED = "ratelimit_fail_closed"
@@ -37,8 +38,10 @@ TIMEOUT = "1s"
 
 
 class Endpoint(Protocol):
-    host: str
-    port: int
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
 
 
 def default_domain() -> str:
@@ -51,7 +54,7 @@ def route_config(
 ) -> str:
     """A limited route's typed_per_filter_config entries (YAML), `name` its limit's."""
     if not is_global:
-        template = Template((HERE / "local-ratelimit.yaml").read_text())
+        template = Template((TEMPLATES / "local-ratelimit.yaml").read_text())
         return template.substitute(
             name=name,
             limit=limit,

@@ -1,50 +1,34 @@
-#!/usr/bin/env python3
 """Renders Envoy's bootstrap (edge and mesh listeners) from envoy/bootstrap.yaml.
 
-Run as a script, never imported (`envoy` is xds-protos' package name):
-
-    python envoy/render.py [--out var/envoy.yaml] [options]        # ADS mode
-    python envoy/render.py --static predict-svc=127.0.0.1:50051 ... # no control plane
-
-Every option falls back to an environment variable, then to the default of
-shared/API.md; `--help` lists them. Run it with the project's venv (it reads the
-descriptor set with protobuf); it writes the bootstrap and, beside it, the
-descriptor set the transcoder loads (OUT with .pb for .yaml).
+`python -m envoy_bootstrap` reads its `Settings` from the environment once, like every
+other process (the table is `Settings.from_env`'s), and writes the bootstrap and,
+beside it, the descriptor set the transcoder loads (ENVOY_CONFIG with .pb for .yaml).
+Callers in Python build `Settings` themselves and call `write`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-import body_schema  # envoy/body_schema.py: this script's directory is on sys.path
-import mesh_tls  # envoy/mesh_tls.py, likewise
-import rate_limits  # envoy/rate_limits.py, the same
 import yaml
 from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import FileDescriptor
-from google.rpc import error_details_pb2, status_pb2
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from contract import routes
+from controlplane.rbac import rbac_filter
+from envoy_bootstrap import body_schema, mesh_tls, rate_limits
+from services.runtime.authz import PolicyError, load_policy
 
-# The Consul service names; the control plane names its clusters the same.
-SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
-# What the edge transcodes: every public service, never UserInternalService.
-PUBLIC_SERVICES = (
-    "airline.auth.v1.AuthService",
-    "airline.user.v1.UserService",
-    "airline.booking.v1.BookingService",
-    "airline.predict.v1.PredictionService",
-)
+ROOT = Path(__file__).resolve().parents[1]
+# Envoy's own files: the templates filled in here, and edge.lua.
+TEMPLATES = ROOT / "envoy"
 
 # HTTP status of a reply Envoy makes itself -> the gRPC code in its JSON body.
 # 413 is INVALID_ARGUMENT: the request is wrong as sent and retrying cannot help
@@ -143,6 +127,96 @@ class Settings:
     edge_tls: Address | None = None
     edge_tls_cert: Path | None = None
     edge_tls_key: Path | None = None
+    # Run `envoy --mode validate` on what was written.
+    validate: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """The settings the environment names; API.md's defaults for the rest.
+
+        ENVOY_CONFIG (var/envoy.yaml: where the bootstrap is written); ENVOY_EDGE_ADDR,
+        ENVOY_MESH_ADDR or MESH_ADDR, ENVOY_ADMIN_ADDR (127.0.0.1: 8080, 15001, 9901);
+        XDS_ADDR (127.0.0.1:XDS_PORT, 18000); ENVOY_STATIC_CLUSTERS (unset: ADS; else
+        `SERVICE=HOST:PORT[,HOST:PORT];...`); ENVOY_DESCRIPTOR (generated/airline.pb);
+        CORS_ORIGINS (comma-separated, exact); TOKEN_RATE_LIMIT, TOKEN_RATE_WINDOW_SECONDS,
+        TOKEN_RATE_CLIENTS (10, 60, 10000); SIGNUP_RATE_LIMIT, SIGNUP_RATE_WINDOW_SECONDS
+        (10, 60); RATELIMIT_ADDR (unset: this Envoy counts alone), RATELIMIT_DOMAIN
+        (limits.toml's), READ_RATE_LIMIT (set: reads counted too); ENVOY_EDGE_TIMEOUT_SECONDS,
+        ENVOY_MESH_TIMEOUT_SECONDS, ENVOY_PER_TRY_TIMEOUT_SECONDS,
+        ENVOY_MAX_CLIENT_TIMEOUT_SECONDS (15, 15, 10, 60); ENVOY_MAX_REQUEST_BYTES,
+        ENVOY_MAX_CONNECTIONS; JWT_ISSUER, JWT_AUDIENCE, JWKS_CACHE_SECONDS;
+        ENVOY_XFF_TRUSTED_HOPS, ENVOY_ACCESS_LOG, ENVOY_NODE_ID; ENVOY_VALIDATE (`1`: run
+        `envoy --mode validate` on the result); ENVOY_MESH_TLS (`1`: mTLS and RBAC on the
+        mesh listener, certificates over SDS), MESH_POLICY_FILE (mesh/policy.toml),
+        ENVOY_EDGE_TLS_ADDR (the edge's TLS listener), EDGE_TLS_CERT_FILE and
+        EDGE_TLS_KEY_FILE (an operator's certificate; else the mesh CA's over SDS).
+        """
+        d = cls()
+
+        def get(default: object, *names: str) -> str:
+            value = _env(env, *names)
+            return value if value is not None else str(default)
+
+        def count(name: str, default: int) -> int:
+            return int(_positive(name, get(default, name)))
+
+        def seconds(name: str, default: float) -> float:
+            return float(_positive(name, get(default, name), float))
+
+        descriptor = Path(get(d.descriptor, "ENVOY_DESCRIPTOR")).resolve()
+        if not descriptor.is_file():
+            raise RenderError(f"descriptor set {descriptor} not found (run `make gen`)")
+        workloads = routes.load(descriptor).workloads
+        xds_port = get(d.xds.port, "XDS_PORT")
+        settings = cls(
+            out=Path(get(d.out, "ENVOY_CONFIG")),
+            edge=Address.parse(get("127.0.0.1:8080", "ENVOY_EDGE_ADDR")),
+            mesh=Address.parse(get("127.0.0.1:15001", "ENVOY_MESH_ADDR", "MESH_ADDR")),
+            admin=Address.parse(get("127.0.0.1:9901", "ENVOY_ADMIN_ADDR"), allow_zero=True),
+            xds=Address.parse(get(f"127.0.0.1:{xds_port}", "XDS_ADDR")),
+            static=_static(
+                [e for e in get("", "ENVOY_STATIC_CLUSTERS").split(";") if e.strip()], workloads
+            ),
+            descriptor=descriptor,
+            cors_origins=tuple(o.strip() for o in get("", "CORS_ORIGINS").split(",") if o.strip()),
+            token_limit=count("TOKEN_RATE_LIMIT", d.token_limit),
+            token_window_seconds=count("TOKEN_RATE_WINDOW_SECONDS", d.token_window_seconds),
+            token_clients=count("TOKEN_RATE_CLIENTS", d.token_clients),
+            signup_limit=count("SIGNUP_RATE_LIMIT", d.signup_limit),
+            signup_window_seconds=count("SIGNUP_RATE_WINDOW_SECONDS", d.signup_window_seconds),
+            ratelimit=tuple(
+                Address.parse(a) for a in get("", "RATELIMIT_ADDR").split(",") if a.strip()
+            ),
+            ratelimit_domain=_env(env, "RATELIMIT_DOMAIN") or rate_limits.default_domain(),
+            reads_limited=bool(get("", "READ_RATE_LIMIT")),
+            edge_timeout_seconds=seconds("ENVOY_EDGE_TIMEOUT_SECONDS", d.edge_timeout_seconds),
+            mesh_timeout_seconds=seconds("ENVOY_MESH_TIMEOUT_SECONDS", d.mesh_timeout_seconds),
+            per_try_timeout_seconds=seconds(
+                "ENVOY_PER_TRY_TIMEOUT_SECONDS", d.per_try_timeout_seconds
+            ),
+            max_client_timeout_seconds=seconds(
+                "ENVOY_MAX_CLIENT_TIMEOUT_SECONDS", d.max_client_timeout_seconds
+            ),
+            max_request_bytes=count("ENVOY_MAX_REQUEST_BYTES", d.max_request_bytes),
+            max_connections=count("ENVOY_MAX_CONNECTIONS", d.max_connections),
+            jwt_issuer=get(d.jwt_issuer, "JWT_ISSUER"),
+            jwt_audience=get(d.jwt_audience, "JWT_AUDIENCE"),
+            jwks_cache_seconds=count("JWKS_CACHE_SECONDS", d.jwks_cache_seconds),
+            xff_trusted_hops=_whole(
+                "ENVOY_XFF_TRUSTED_HOPS", get(d.xff_trusted_hops, "ENVOY_XFF_TRUSTED_HOPS")
+            ),
+            access_log=get(d.access_log, "ENVOY_ACCESS_LOG"),
+            node_id=get(d.node_id, "ENVOY_NODE_ID"),
+            validate=get("", "ENVOY_VALIDATE") not in ("", "0"),
+            mesh_tls=get("", "ENVOY_MESH_TLS").lower() in ("1", "true"),
+            policy=Path(get(d.policy, "MESH_POLICY_FILE")).resolve(),
+            edge_tls=Address.parse(tls) if (tls := get("", "ENVOY_EDGE_TLS_ADDR")) else None,
+            edge_tls_cert=Path(cert).resolve() if (cert := get("", "EDGE_TLS_CERT_FILE")) else None,
+            edge_tls_key=Path(key).resolve() if (key := get("", "EDGE_TLS_KEY_FILE")) else None,
+        )
+        if bool(settings.edge_tls_cert) != bool(settings.edge_tls_key):
+            raise RenderError("EDGE_TLS_CERT_FILE and EDGE_TLS_KEY_FILE go together")
+        return settings
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
@@ -153,127 +227,19 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    d = Settings()
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-    def opt(flag: str, names: tuple[str, ...], default: object, help_: str) -> None:
-        value = _env(env, *names)
-        p.add_argument(
-            flag,
-            default=value if value is not None else default,
-            help=f"{help_} [env {' or '.join(names)}]",
-        )
-
-    xds_default = f"127.0.0.1:{_env(env, 'XDS_PORT') or d.xds.port}"
-    opt("--out", ("ENVOY_CONFIG",), str(d.out), "where to write the bootstrap")
-    opt("--edge", ("ENVOY_EDGE_ADDR",), "127.0.0.1:8080", "edge listener HOST:PORT")
-    opt("--mesh", ("ENVOY_MESH_ADDR", "MESH_ADDR"), "127.0.0.1:15001", "mesh listener HOST:PORT")
-    opt("--admin", ("ENVOY_ADMIN_ADDR",), "127.0.0.1:9901", "admin HOST:PORT")
-    opt("--xds", ("XDS_ADDR",), xds_default, "control plane's ADS HOST:PORT")
-    opt("--descriptor", ("ENVOY_DESCRIPTOR",), str(d.descriptor), "descriptor set (make gen)")
-    opt("--cors-origins", ("CORS_ORIGINS",), "", "comma-separated allowed origins (exact)")
-    opt("--token-limit", ("TOKEN_RATE_LIMIT",), d.token_limit, "POST /v1/auth/token per client")
-    opt(
-        "--token-window",
-        ("TOKEN_RATE_WINDOW_SECONDS",),
-        d.token_window_seconds,
-        "seconds in which --token-limit calls are allowed",
-    )
-    opt("--signup-limit", ("SIGNUP_RATE_LIMIT",), d.signup_limit, "POST /v1/users per client")
-    opt(
-        "--signup-window",
-        ("SIGNUP_RATE_WINDOW_SECONDS",),
-        d.signup_window_seconds,
-        "seconds in which --signup-limit calls are allowed",
-    )
-    opt(
-        "--ratelimit",
-        ("RATELIMIT_ADDR",),
-        "",
-        "rate limit service HOST:PORT[,HOST:PORT]: limits count across every edge "
-        "(empty: this Envoy counts alone)",
-    )
-    opt(
-        "--read-limit",
-        ("READ_RATE_LIMIT",),
-        "",
-        "with --ratelimit: every other route counted per client too (limits.toml's `api`; "
-        "empty: reads are not counted and cost no call)",
-    )
-    opt(
-        "--ratelimit-domain",
-        ("RATELIMIT_DOMAIN",),
-        rate_limits.default_domain(),
-        "rate limit domain (ratelimit/limits.toml's)",
-    )
-    opt("--token-clients", ("TOKEN_RATE_CLIENTS",), d.token_clients, "client buckets kept (LRU)")
-    opt(
-        "--edge-timeout",
-        ("ENVOY_EDGE_TIMEOUT_SECONDS",),
-        d.edge_timeout_seconds,
-        "deadline of an edge call that names none",
-    )
-    opt(
-        "--mesh-timeout",
-        ("ENVOY_MESH_TIMEOUT_SECONDS",),
-        d.mesh_timeout_seconds,
-        "deadline of a mesh call without grpc-timeout",
-    )
-    opt(
-        "--per-try-timeout",
-        ("ENVOY_PER_TRY_TIMEOUT_SECONDS",),
-        d.per_try_timeout_seconds,
-        "one attempt's limit",
-    )
-    opt(
-        "--max-client-timeout",
-        ("ENVOY_MAX_CLIENT_TIMEOUT_SECONDS",),
-        d.max_client_timeout_seconds,
-        "cap on a caller's grpc-timeout / x-envoy-upstream-rq-timeout-ms",
-    )
-    opt("--max-request-bytes", ("ENVOY_MAX_REQUEST_BYTES",), d.max_request_bytes, "else 413")
-    opt("--max-connections", ("ENVOY_MAX_CONNECTIONS",), d.max_connections, "downstream, all")
-    opt("--jwt-issuer", ("JWT_ISSUER",), d.jwt_issuer, "access tokens' iss")
-    opt("--jwt-audience", ("JWT_AUDIENCE",), d.jwt_audience, "access tokens' aud")
-    opt("--jwks-cache-seconds", ("JWKS_CACHE_SECONDS",), d.jwks_cache_seconds, "JWKS refetch")
-    opt("--xff-trusted-hops", ("ENVOY_XFF_TRUSTED_HOPS",), d.xff_trusted_hops, "proxies in front")
-    opt("--access-log", ("ENVOY_ACCESS_LOG",), d.access_log, "JSON access log file")
-    opt("--node-id", ("ENVOY_NODE_ID",), d.node_id, "node id sent to the control plane")
-    opt("--mesh-tls", ("ENVOY_MESH_TLS",), "0", "1: mTLS and RBAC on the mesh listener (SDS)")
-    opt("--policy", ("MESH_POLICY_FILE",), str(d.policy), "the mesh policy the RBAC is made of")
-    opt("--edge-tls", ("ENVOY_EDGE_TLS_ADDR",), "", "edge TLS listener HOST:PORT (--mesh-tls)")
-    opt("--edge-tls-cert", ("EDGE_TLS_CERT_FILE",), "", "edge TLS certificate (else SDS)")
-    opt("--edge-tls-key", ("EDGE_TLS_KEY_FILE",), "", "edge TLS private key (else SDS)")
-    p.add_argument(
-        "--static",
-        action="append",
-        default=[],
-        metavar="SERVICE=HOST:PORT[,HOST:PORT]",
-        help="static cluster instead of ADS (repeat per service) [env ENVOY_STATIC_CLUSTERS, "
-        "';'-separated]",
-    )
-    p.add_argument(
-        "--validate", action="store_true", help="run `envoy --mode validate` on the result"
-    )
-    return p
-
-
-def _static(entries: Sequence[str]) -> dict[str, tuple[Address, ...]]:
+def _static(entries: Sequence[str], workloads: Sequence[str]) -> dict[str, tuple[Address, ...]]:
     clusters: dict[str, tuple[Address, ...]] = {}
     for entry in entries:
         name, sep, addresses = entry.partition("=")
         name = name.strip()
-        if not sep or name not in SERVICES:
+        if not sep or name not in workloads:
             raise RenderError(
-                f"--static {entry!r}: expected one of {', '.join(SERVICES)}=HOST:PORT"
+                f"ENVOY_STATIC_CLUSTERS entry {entry!r}: expected one of "
+                f"{', '.join(workloads)}=HOST:PORT"
             )
         clusters[name] = tuple(Address.parse(a) for a in addresses.split(",") if a.strip())
         if not clusters[name]:
-            raise RenderError(f"--static {entry!r}: no address")
+            raise RenderError(f"ENVOY_STATIC_CLUSTERS entry {entry!r}: no address")
     return clusters
 
 
@@ -287,55 +253,10 @@ def _positive(name: str, value: object, kind: type[int] | type[float] = int) -> 
     return number
 
 
-def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Settings, bool]:
-    """The settings named by the command line, then the environment; and --validate."""
-    args = _parser(env).parse_args(argv)
-    static_entries = args.static or [
-        e for e in (_env(env, "ENVOY_STATIC_CLUSTERS") or "").split(";") if e.strip()
-    ]
-    descriptor = Path(args.descriptor).resolve()
-    if not descriptor.is_file():
-        raise RenderError(f"descriptor set {descriptor} not found (run `make gen`)")
-    settings = Settings(
-        out=Path(args.out),
-        edge=Address.parse(args.edge),
-        mesh=Address.parse(args.mesh),
-        admin=Address.parse(args.admin, allow_zero=True),
-        xds=Address.parse(args.xds),
-        static=_static(static_entries),
-        descriptor=descriptor,
-        cors_origins=tuple(o.strip() for o in str(args.cors_origins).split(",") if o.strip()),
-        token_limit=int(_positive("--token-limit", args.token_limit)),
-        token_window_seconds=int(_positive("--token-window", args.token_window)),
-        token_clients=int(_positive("--token-clients", args.token_clients)),
-        signup_limit=int(_positive("--signup-limit", args.signup_limit)),
-        signup_window_seconds=int(_positive("--signup-window", args.signup_window)),
-        ratelimit=tuple(Address.parse(a) for a in str(args.ratelimit).split(",") if a.strip()),
-        ratelimit_domain=str(args.ratelimit_domain),
-        reads_limited=bool(str(args.read_limit).strip()),
-        edge_timeout_seconds=_positive("--edge-timeout", args.edge_timeout, float),
-        mesh_timeout_seconds=_positive("--mesh-timeout", args.mesh_timeout, float),
-        per_try_timeout_seconds=_positive("--per-try-timeout", args.per_try_timeout, float),
-        max_client_timeout_seconds=_positive(
-            "--max-client-timeout", args.max_client_timeout, float
-        ),
-        max_request_bytes=int(_positive("--max-request-bytes", args.max_request_bytes)),
-        max_connections=int(_positive("--max-connections", args.max_connections)),
-        jwt_issuer=str(args.jwt_issuer),
-        jwt_audience=str(args.jwt_audience),
-        jwks_cache_seconds=int(_positive("--jwks-cache-seconds", args.jwks_cache_seconds)),
-        xff_trusted_hops=int(args.xff_trusted_hops),
-        access_log=str(args.access_log),
-        node_id=str(args.node_id),
-        mesh_tls=str(args.mesh_tls).strip().lower() in ("1", "true"),
-        policy=Path(args.policy).resolve(),
-        edge_tls=Address.parse(args.edge_tls) if args.edge_tls else None,
-        edge_tls_cert=Path(args.edge_tls_cert).resolve() if args.edge_tls_cert else None,
-        edge_tls_key=Path(args.edge_tls_key).resolve() if args.edge_tls_key else None,
-    )
-    if bool(settings.edge_tls_cert) != bool(settings.edge_tls_key):
-        raise RenderError("--edge-tls-cert and --edge-tls-key go together")
-    return settings, bool(args.validate)
+def _whole(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise RenderError(f"{name}={value!r} is not a whole number")
+    return int(value)
 
 
 def _duration(seconds: float) -> str:
@@ -473,15 +394,32 @@ def docs_routes(generated: Path) -> list[dict[str, object]]:
     return routes
 
 
+def jwt_rules(contract: routes.Contract) -> str:
+    """jwt_authn's rules (YAML list items): the open methods take a token if one is sent.
+
+    The first rule matching the gRPC path wins: each open method by its path, then every
+    public service by its prefix, token required. Paths of no public service have no
+    rule: the router answers them 404 / UNIMPLEMENTED, token or not.
+    """
+    optional = {
+        "requires_any": {"requirements": [{"provider_name": "airline"}, {"allow_missing": {}}]}
+    }
+    required = {"provider_name": "airline"}
+    rules = [{"match": {"path": path}, "requires": optional} for path in contract.open_methods]
+    rules += [{"match": {"prefix": f"/{s}/"}, "requires": required} for s in contract.services]
+    return "\n".join(f"- {json.dumps(rule)}" for rule in rules)
+
+
 def _static_clusters(settings: Settings) -> str:
-    template = Template((HERE / "static-cluster.yaml").read_text())
+    template = Template((TEMPLATES / "static-cluster.yaml").read_text())
     rendered = []
     for name, addresses in settings.static.items():
         endpoints = [
             {"endpoint": {"address": {"socket_address": {"address": a.host, "port_value": a.port}}}}
             for a in addresses
         ]
-        rendered.append(template.substitute(name=name, endpoints=json.dumps(endpoints)))
+        cluster = template.substitute(name=name, endpoints=json.dumps(endpoints))
+        rendered.append(textwrap.indent(cluster, "    "))  # an item of static_resources.clusters
     return "".join(rendered)
 
 
@@ -490,37 +428,26 @@ def _descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
 
 
 def transcoder_descriptor(source: Path, target: Path) -> None:
-    """`source` plus the google.rpc error detail types, written to `target`.
+    """A copy of `make gen`'s descriptor set beside the bootstrap, for the transcoder.
 
-    The transcoder turns a gRPC error into JSON from grpc-status-details-bin, and
-    gives up (empty body) when a detail's type (ErrorInfo, BadRequest) is not in
-    its descriptor set; `make gen` only includes what the contracts import.
+    A copy, so a running Envoy keeps the contract it started with while `make gen`
+    rewrites generated/. The set already holds the google.rpc error details the
+    transcoder needs to turn grpc-status-details-bin into JSON (scripts/gen.sh).
     """
-    files = _descriptor_set(source)
-    known = {f.name for f in files.file}
-
-    def add(file: FileDescriptor) -> None:  # dependencies first: Envoy builds in order
-        for dependency in file.dependencies:
-            add(dependency)
-        if file.name not in known:
-            known.add(file.name)
-            file.CopyToProto(files.file.add())
-
-    add(status_pb2.DESCRIPTOR)
-    add(error_details_pb2.DESCRIPTOR)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(files.SerializeToString())
+    shutil.copyfile(source, target)
 
 
 def render(settings: Settings) -> str:
     """The bootstrap YAML for `settings`."""
-    lua = body_schema.generate(_descriptor_set(settings.descriptor), PUBLIC_SERVICES)
-    lua += (HERE / "edge.lua").read_text()
-    dynamic = "" if settings.static else (HERE / "ads.yaml").read_text()
+    contract = routes.load(settings.descriptor)
+    lua = body_schema.generate(_descriptor_set(settings.descriptor), contract)
+    lua += (TEMPLATES / "edge.lua").read_text()
+    dynamic = "" if settings.static else (TEMPLATES / "ads.yaml").read_text()
     # Envoy truncates the percentage to a whole number and fails a cluster when
     # 100 * healthy < instances * percent: 1% is "at least one healthy instance"
     # (for up to 100 instances of a service).
-    healthz = {name: {"value": 1} for name in SERVICES}
+    healthz = {name: {"value": 1} for name in contract.workloads}
     values = {
         "node_id": json.dumps(settings.node_id),
         "node_cluster": json.dumps(settings.node_cluster),
@@ -575,7 +502,8 @@ def render(settings: Settings) -> str:
         "max_connections": settings.max_connections,
         "lua_code": _block(lua, 26),
         "descriptor_path": json.dumps(str(transcoder_descriptor_path(settings))),
-        "public_services": json.dumps(list(PUBLIC_SERVICES)),
+        "public_services": json.dumps(list(contract.services)),
+        "jwt_rules": _block(jwt_rules(contract), 24),
         "jwt_issuer": json.dumps(settings.jwt_issuer),
         "jwt_audience": json.dumps(settings.jwt_audience),
         "jwks_authority": settings.edge.authority,
@@ -585,7 +513,9 @@ def render(settings: Settings) -> str:
             "\n".join(f"- {json.dumps(r)}" for r in docs_routes(settings.descriptor.parent)), 24
         ),
     }
-    text = Template((HERE / "bootstrap.yaml").read_text()).substitute(values)
+    text = Template((TEMPLATES / "bootstrap.yaml").read_text()).substitute(values)
+    # An optional block left empty leaves its indentation or a blank last line behind.
+    text = "\n".join(line.rstrip() for line in text.rstrip().splitlines()) + "\n"
     if not settings.mesh_tls:
         return text
     edge_tls = (settings.edge_tls.host, settings.edge_tls.port) if settings.edge_tls else None
@@ -596,16 +526,11 @@ def render(settings: Settings) -> str:
         settings.edge_tls_cert,
         settings.edge_tls_key,
     )
-    return yaml.safe_dump(secured, sort_keys=False, width=1000)
+    return str(yaml.safe_dump(secured, sort_keys=False, width=1000))
 
 
 def _rbac_filter(policy: Path) -> dict[str, object]:
     """The mesh policy as the RBAC filter (controlplane/rbac.py renders it, one source)."""
-    if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))  # after site-packages: envoy/ must not shadow xds-protos
-    from controlplane.rbac import rbac_filter
-    from services.runtime.authz import PolicyError, load_policy
-
     try:
         return rbac_filter(load_policy(policy))
     except PolicyError as err:
@@ -623,20 +548,11 @@ def transcoder_descriptor_path(settings: Settings) -> Path:
     return (settings.out.parent / f"{settings.out.stem}.pb").resolve()
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    try:
-        settings, check = settings_from(sys.argv[1:] if argv is None else argv, env or os.environ)
-    except RenderError as err:
-        print(f"render.py: {err}", file=sys.stderr)
-        return 2
+def write(settings: Settings) -> Path:
+    """Writes the bootstrap and the transcoder's descriptor set; validates on request."""
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     transcoder_descriptor(settings.descriptor, transcoder_descriptor_path(settings))
     settings.out.write_text(render(settings))
-    if check:
+    if settings.validate:
         validate(settings.out)
-    print(settings.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return settings.out
