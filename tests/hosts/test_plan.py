@@ -1,0 +1,69 @@
+"""What `mesh.hosts` plans and renders for each host, without making any namespace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mesh import supervisord
+from mesh.hosts import HostsConfig
+from services.runtime.config import ConfigError
+
+
+def _config(tmp_path: Path, **env: str) -> HostsConfig:
+    return HostsConfig.from_env({"MESH_VAR_DIR": str(tmp_path), **env})
+
+
+def test_three_app_hosts_and_a_database_host_on_their_own_addresses(tmp_path: Path) -> None:
+    hosts = _config(tmp_path).plan()
+    assert [h.name for h in hosts] == ["db", "host-1", "host-2", "host-3"]
+    assert [h.address for h in hosts] == ["198.18.0.2", "198.18.0.11", "198.18.0.12", "198.18.0.13"]
+    assert len({h.cfg.var_dir for h in hosts}) == 4  # a state folder each, none shared
+    assert all(h.netns.startswith("airline-") for h in hosts)
+
+
+def test_every_app_host_joins_the_other_servers_and_asks_its_own_agent_first(
+    tmp_path: Path,
+) -> None:
+    apps = [h for h in _config(tmp_path).plan() if h.is_app]
+    for host in apps:
+        others = {a.address for a in apps} - {host.address}
+        assert set(host.cfg.consul_join) == others
+        assert host.cfg.consul_addrs[0] == f"{host.address}:8500"
+        assert len(host.cfg.consul_addrs) == 3
+
+
+def test_app_host_binds_all_and_advertises_its_address(tmp_path: Path) -> None:
+    host = _config(tmp_path).plan()[1]
+    text = supervisord.render_app_host(host.cfg)
+    assert 'GRPC_HOST="0.0.0.0"' in text
+    assert f'GRPC_ADVERTISE_HOST="{host.address}"' in text
+    assert f'MESH_CA_ADDR="{host.address}:18001"' in text
+    assert 'MESH_CA_BIND_ADDR="0.0.0.0:18001"' in text
+    assert "server.hcl" in text and "-bootstrap-expect" not in text
+    assert f"-bind={host.address}" in text
+    assert text.count("-retry-join=") == 2
+    # The database is on the database host, Redis too.
+    assert "@198.18.0.2:15432/" in text and "redis://198.18.0.2:6380/0" in text
+    # Host-local listeners stay on loopback.
+    assert 'GRPC_HOST="127.0.0.1"' in text  # the rate limit service
+
+
+def test_database_host_runs_a_consul_client_postgres_and_redis(tmp_path: Path) -> None:
+    db = _config(tmp_path).plan()[0]
+    text = supervisord.render_database_host(db.cfg)
+    assert "client.hcl" in text
+    assert "[program:postgres]" in text and "[program:redis]" in text
+    assert "listen_addresses=198.18.0.2" in text
+    assert "services." not in text
+
+
+def test_fewer_than_three_app_hosts_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        _config(tmp_path, HOSTS="2")
+
+
+def test_a_prefix_that_would_not_fit_an_interface_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="HOSTS_PREFIX"):
+        _config(tmp_path, HOSTS_PREFIX="far-too-long-prefix")
