@@ -41,11 +41,13 @@ def test_app_host_binds_all_and_advertises_its_address(tmp_path: Path) -> None:
     assert f'GRPC_ADVERTISE_HOST="{host.address}"' in text
     assert f'MESH_CA_ADDR="{host.address}:18001"' in text
     assert 'MESH_CA_BIND_ADDR="0.0.0.0:18001"' in text
-    assert "server.hcl" in text and "-bootstrap-expect" not in text
+    assert "server.hcl" in text
+    assert "-bootstrap-expect" not in text
     assert f"-bind={host.address}" in text
     assert text.count("-retry-join=") == 2
     # The database is on the database host, Redis too.
-    assert "@198.18.0.2:15432/" in text and "redis://198.18.0.2:6380/0" in text
+    assert "@198.18.0.2:15432/" in text
+    assert "redis://198.18.0.2:6380/0" in text
     # Host-local listeners stay on loopback.
     assert 'GRPC_HOST="127.0.0.1"' in text  # the rate limit service
 
@@ -54,7 +56,8 @@ def test_database_host_runs_a_consul_client_postgres_and_redis(tmp_path: Path) -
     db = _config(tmp_path).plan()[0]
     text = supervisord.render_database_host(db.cfg)
     assert "client.hcl" in text
-    assert "[program:postgres]" in text and "[program:redis]" in text
+    assert "[program:postgres]" in text
+    assert "[program:redis]" in text
     assert "listen_addresses=198.18.0.2" in text
     assert "services." not in text
 
