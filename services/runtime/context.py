@@ -23,6 +23,8 @@ class Principal:
     email: str
     roles: tuple[str, ...]
     token_id: str
+    # The token's `exp` (seconds since the epoch): how long its verification may be reused.
+    expires_at: float = 0.0
 
     @property
     def is_admin(self) -> bool:
@@ -41,6 +43,9 @@ class RequestContext:
     method: str
     grpc_context: grpc.ServicerContext
     principal: Principal | None = None
+    # The mesh identity the call is judged as (SPIFFE id; the forwarded one through a
+    # proxy); None on an instance serving without mesh trust.
+    caller: str | None = None
     # The caller's own `authorization` value, forwarded only to calls made on
     # the caller's behalf; never logged.
     authorization: str | None = field(default=None, repr=False)
