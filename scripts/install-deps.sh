@@ -33,4 +33,17 @@ step "grpcurl: $("$VENV/bin/grpcurl" -version 2>&1)"
 step "Consul: looking for consul >= 1.8, else fetching Debian's package"
 consul=$(bash "$root/scripts/install-consul.sh" "$root/.tools/bin")
 step "Consul: $consul ($("$consul" version | head -n1))"
+# Redis: `make up` runs its own for the global rate limits (ratelimit/); Debian's
+# package, from the machine's own apt sources.
+if command -v redis-server >/dev/null 2>&1; then
+    step "Redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "Redis: installing Debian's redis-server"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+    step "Redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+else
+    step "Redis: redis-server is missing and this user cannot install it; run as root, or: apt-get install redis-server"
+    exit 1
+fi
 step "done"

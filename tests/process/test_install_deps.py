@@ -22,6 +22,7 @@ STEPS = [
     r"grpcurl: grpcurl v\d+\.\d+",
     r"Consul: looking",
     r"Consul: \S+consul \(Consul v1\.",
+    r"Redis: \d+\.\d+",
     r"done",
 ]
 
