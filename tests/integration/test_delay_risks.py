@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Account, Mesh
-from tests.integration.rest import Catalogue, book
+from tests.integration.rest import Catalogue, book, timestamp
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,11 +33,12 @@ def _risks(mesh: Mesh, source: str) -> float:
 
 
 def _seeded_flights(http: httpx.Client) -> Iterator[str]:
-    """Seeded flights two days from now (booking-svc stores the soonest flights' risks first)."""
-    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
-    params: dict[str, str | int] = {"page_size": 100, "departure_date": day}
-    page = http.get("/v1/flights", params=params).raise_for_status().json()
-    yield from (flight["flight_id"] for flight in page["flights"])
+    """Seeded flights, soonest first (booking-svc stores the soonest flights' risks first)."""
+    page = http.get("/v1/flights", params={"page_size": 100}).raise_for_status().json()
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    for flight in page["flights"]:
+        if timestamp(flight["departure_time"]) > soon:
+            yield flight["flight_id"]
 
 
 def test_a_new_flight_has_its_risk_stored_before_its_first_booking(
