@@ -83,7 +83,10 @@ class Mesh:
         """Consul's instances of `service` (only healthy ones if `passing`)."""
         query = "?passing=true" if passing else ""
         url = f"http://127.0.0.1:{self.ports.consul_http}/v1/health/service/{service}{query}"
-        return [entry["Service"] for entry in httpx.get(url, timeout=5).json()]
+        # Consul runs with ACLs (default deny): anonymous reads see no instances.
+        token = (self.var_dir / "tokens" / "operator.token").read_text().strip()
+        answer = httpx.get(url, headers={"X-Consul-Token": token}, timeout=5)
+        return [entry["Service"] for entry in answer.raise_for_status().json()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
+from services.booking_svc.risks import RiskPrecomputer
 from services.booking_svc.seed import seed_flights
 from services.booking_svc.servicer import BookingServicer
 from services.booking_svc.store import BookingStore
@@ -30,6 +31,7 @@ from services.runtime.upstreams import AuthClient, PredictClient, UserClient
 
 SERVICE_NAME = "booking-svc"
 SERVICE = booking_pb2.DESCRIPTOR.services_by_name["BookingService"].full_name
+BATCH_PREDICT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class BookingConfig:
     seed_days: int = 14
     # The most a booking waits for its optional delay risk.
     predict_timeout_seconds: float = 0.3
+    # How often upcoming flights' stored delay risks are checked against the model
+    # (0: never; bookings then ask predict-svc each time).
+    risk_refresh_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BookingConfig:
@@ -53,6 +58,7 @@ class BookingConfig:
             predict_addr=upstream_addr(env, "PREDICT_SVC_ADDR"),
             seed_days=env_int(env, "BOOKING_SEED_DAYS", 14),
             predict_timeout_seconds=env_float(env, "PREDICT_TIMEOUT_SECONDS", 0.3),
+            risk_refresh_seconds=env_float(env, "RISK_REFRESH_SECONDS", 60.0),
         )
 
 
@@ -77,14 +83,41 @@ def build(
         timeout=settings.predict_timeout_seconds,
         identity=identity,
     )
-    servicer = BookingServicer(
-        store, PageTokens(service_secret(engine, "page_tokens")), users, predictions
+    risk_sources = Counter(
+        "booking_delay_risk",
+        "Bookings by where their delay risk came from: stored with the flight, asked of "
+        "predict-svc, or absent (predict-svc could not answer in time)",
+        ["source"],
+        registry=registry,
     )
+    servicer = BookingServicer(
+        store,
+        PageTokens(service_secret(engine, "page_tokens")),
+        users,
+        predictions,
+        risk_sources,
+    )
+    # Batches of risks take longer than one booking may wait: a channel of their own.
+    batch_predictions = PredictClient(
+        settings.predict_addr, metrics, timeout=BATCH_PREDICT_SECONDS, identity=identity
+    )
+    risks = RiskPrecomputer(
+        store, batch_predictions, interval_seconds=settings.risk_refresh_seconds
+    )
+    if settings.risk_refresh_seconds > 0:
+        risks.start()
+    close = releasing(
+        engine, auth.channel, users.channel, predictions.channel, batch_predictions.channel
+    )
+
+    def stop() -> None:
+        risks.stop()
+        close()
 
     return ServiceDefinition(
         service_names=[SERVICE],
         add_to_server=lambda s: booking_pb2_grpc.add_BookingServiceServicer_to_server(servicer, s),
         checks={"database": store.ping},
         verifier=verifier_for(config.jwt_issuer, config.jwt_audience, auth.jwks),
-        close=releasing(engine, auth.channel, users.channel, predictions.channel),
+        close=stop,
     )

@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
+from prometheus_client import Counter
 
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
+from airline.predict.v1 import predict_pb2
 from services.booking_svc import domain
+from services.booking_svc.risks import DELAY_MODEL, features
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
 from services.runtime.context import Principal
@@ -20,8 +23,6 @@ from services.runtime.upstreams import PredictClient, UserClient
 
 log = logging.getLogger(__name__)
 
-DELAY_MODEL = "flight-delay"
-
 
 class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     def __init__(
@@ -30,11 +31,13 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         tokens: PageTokens,
         users: UserClient,
         predictions: PredictClient,
+        risk_sources: Counter | None = None,
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._users = users
         self._predictions = predictions
+        self._risk_sources = risk_sources
 
     def ListFlights(
         self, request: booking_pb2.ListFlightsRequest, _: grpc.ServicerContext
@@ -80,6 +83,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             currency=given.currency,
         )
         flight = self._store.create_flight(new)
+        self._precompute_risk(flight)
         ctx.created(f"/v1/flights/{flight.flight_id}")
         return flight_message(flight)
 
@@ -91,7 +95,13 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         new = domain.validate_new_booking(
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
-        flight = self._store.get_flight(new.flight_id)
+        flight, delay_risk = self._store.get_flight_and_risk(new.flight_id)
+        source = "stored"
+        if delay_risk is None:  # not precomputed yet (a new flight, predict-svc was down)
+            delay_risk = self._delay_risk(flight)
+            source = "asked" if delay_risk is not None else "absent"
+        if self._risk_sources is not None:
+            self._risk_sources.labels(source=source).inc()
         booking, _created = self._store.create_booking(
             user_id=caller.user_id,
             request_id=new.request_id,
@@ -99,7 +109,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             seat_class=new.seat_class,
             passenger_name=new.passenger_name,
             price_for=domain.price_for,
-            delay_risk=self._delay_risk(flight),
+            delay_risk=delay_risk,
             # Judged after the request_id lookup: a retry after departure gets its booking.
             bookable=lambda departs: domain.check_bookable(
                 new.flight_id, departs, datetime.now(UTC)
@@ -152,20 +162,24 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
         Optional: the booking must not wait on it or fail with it.
         """
-        instance = {
-            "carrier": flight.number[:2],
-            "origin": flight.origin,
-            "destination": flight.destination,
-            "scheduled_departure": flight.departure_time.isoformat(),
-        }
+        response = self._predict(flight)
+        return None if response is None else float(response.predictions[0].delay_probability)
+
+    def _precompute_risk(self, flight: FlightRecord) -> None:
+        """Stores a new flight's delay risk now, so its first booking need not ask."""
+        response = self._predict(flight)
+        if response is not None:
+            risk = float(response.predictions[0].delay_probability)
+            self._store.record_risks(response.model_version, {flight.flight_id: risk})
+
+    def _predict(self, flight: FlightRecord) -> predict_pb2.PredictResponse | None:
         try:
-            response = self._predictions.predict(
-                DELAY_MODEL, [instance], metadata=context.require().on_behalf_of_caller()
+            return self._predictions.predict(
+                DELAY_MODEL, [features(flight)], metadata=context.require().on_behalf_of_caller()
             )
         except grpc.RpcError as err:
             log.warning("delay risk unavailable", extra={"code": err.code().name})
             return None
-        return float(response.predictions[0].delay_probability)
 
 
 def flight_message(flight: FlightRecord) -> booking_pb2.Flight:

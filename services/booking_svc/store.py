@@ -10,7 +10,7 @@ get frozen records, never ORM objects.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    delete,
     func,
     insert,
     or_,
@@ -130,8 +131,23 @@ class BookingRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class FlightRiskRow(Base):
+    """A flight's delay risk, computed ahead of its bookings by one model version.
+
+    A table of its own rather than columns of `flights`: an existing database gains
+    it through `create_all`, with no migration of the flights table.
+    """
+
+    __tablename__ = "flight_risks"
+
+    flight_id: Mapped[str] = mapped_column(ForeignKey("flights.flight_id"), primary_key=True)
+    delay_risk: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64))
+
+
 FLIGHTS = cast(Table, FlightRow.__table__)
 BOOKINGS = cast(Table, BookingRow.__table__)
+RISKS = cast(Table, FlightRiskRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +233,61 @@ class BookingStore:
         if row is None:
             raise FlightNotFound(flight_id)
         return _flight(row)
+
+    def get_flight_and_risk(self, flight_id: str) -> tuple[FlightRecord, float | None]:
+        """The flight and its precomputed delay risk (None when none is stored yet)."""
+        query = (
+            select(FLIGHTS, RISKS.c.delay_risk)
+            .outerjoin(RISKS, RISKS.c.flight_id == FLIGHTS.c.flight_id)
+            .where(FLIGHTS.c.flight_id == flight_id)
+        )
+        with self._reader.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise FlightNotFound(flight_id)
+        fields = dict(row._mapping)
+        risk = fields.pop("delay_risk")
+        return FlightRecord(**fields), risk
+
+    def flights_needing_risk(
+        self, model_version: str | None, departing_after: datetime, limit: int
+    ) -> list[FlightRecord]:
+        """Up to `limit` flights departing after the given time with no risk from `model_version`.
+
+        With no version: the flights with no risk at all. Soonest departures first,
+        since those are booked first.
+        """
+        stale: ColumnElement[bool] = RISKS.c.flight_id.is_(None)
+        if model_version is not None:
+            stale = or_(stale, RISKS.c.model_version != model_version)
+        query = (
+            select(FLIGHTS)
+            .outerjoin(RISKS, RISKS.c.flight_id == FLIGHTS.c.flight_id)
+            .where(FLIGHTS.c.departure_time > departing_after, stale)
+            .order_by(FLIGHTS.c.departure_time, FLIGHTS.c.flight_id)
+            .limit(limit)
+        )
+        with self._reader.connect() as conn:
+            return [_flight(row) for row in conn.execute(query)]
+
+    def record_risks(self, model_version: str, risks: Mapping[str, float]) -> None:
+        """Stores each flight's delay risk from `model_version`, replacing older ones."""
+        if not risks:
+            return
+        rows = [
+            {"flight_id": flight_id, "delay_risk": risk, "model_version": model_version}
+            for flight_id, risk in risks.items()
+        ]
+        # Delete then insert in one transaction: the same on SQLite and PostgreSQL,
+        # and two instances refreshing at once write the same values.
+        try:
+            with self._writes.begin() as conn:
+                conn.execute(delete(RISKS).where(RISKS.c.flight_id.in_(list(risks))))
+                conn.execute(insert(RISKS), rows)
+        except IntegrityError:
+            # PostgreSQL: another instance inserted the same flights first; its values
+            # are as good as ours, and a newer version is written on a later pass.
+            return
 
     def list_flights(
         self, filters: FlightFilters, order_by: OrderBy, after: FlightCursor | None, limit: int

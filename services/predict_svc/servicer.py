@@ -11,8 +11,15 @@ from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from services.predict_svc.model import FEATURES, TrainedModel, validate_instances
 from services.runtime import context
 from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.identity import spiffe_id
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
+
+# Workloads that may predict on no user's behalf: booking-svc computes every flight's
+# delay risk ahead of its bookings (services/booking_svc/risks.py). The caller is the
+# mesh identity the authorization checked, never a claim of the request; a call from
+# the edge (a client's) always needs a live user.
+UNATTENDED_CALLERS = frozenset({spiffe_id("booking-svc")})
 
 
 class PredictionServicer(predict_pb2_grpc.PredictionServiceServicer):
@@ -48,7 +55,8 @@ class PredictionServicer(predict_pb2_grpc.PredictionServiceServicer):
         self, request: predict_pb2.PredictRequest, _: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
         call = context.require()
-        call.require_live_principal(self._accounts)
+        if call.principal is not None or call.caller not in UNATTENDED_CALLERS:
+            call.require_live_principal(self._accounts)
         model = self._model(request.model_id)
         raw = [json_format.MessageToDict(instance) for instance in request.instances]
         rows, violations = validate_instances(raw)

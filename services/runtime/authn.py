@@ -114,6 +114,7 @@ class TokenVerifier:
             email=str(claims.get("email", "")),
             roles=tuple(roles),
             token_id=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
         )
 
 

@@ -23,6 +23,8 @@ class Principal:
     email: str
     roles: tuple[str, ...]
     token_id: str
+    # The token's `exp` (seconds since the epoch): how long its verification may be reused.
+    expires_at: float = 0.0
 
     @property
     def is_admin(self) -> bool:
@@ -41,6 +43,9 @@ class RequestContext:
     method: str
     grpc_context: grpc.ServicerContext
     principal: Principal | None = None
+    # The mesh identity the call is judged as (SPIFFE id; the forwarded one through a
+    # proxy); None on an instance serving without mesh trust.
+    caller: str | None = None
     # The caller's own `authorization` value, forwarded only to calls made on
     # the caller's behalf; never logged.
     authorization: str | None = field(default=None, repr=False)
@@ -125,24 +130,11 @@ def advise_retry_after(seconds: int) -> None:
         ctx.retry_after(seconds)
 
 
-_mesh_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "mesh_caller", default=None
-)
-
-
 def mesh_caller() -> str | None:
     """The SPIFFE id the mesh policy judged the call being served as: the TLS peer's,
     or the one a proxy forwarded. None on a server without mutual TLS."""
-    return _mesh_caller.get()
-
-
-def judged_as(caller: str | None) -> contextvars.Token[str | None]:
-    """Records who the authorization interceptor judged the call as, until `unjudge`."""
-    return _mesh_caller.set(caller)
-
-
-def unjudge(token: contextvars.Token[str | None]) -> None:
-    _mesh_caller.reset(token)
+    ctx = _current.get()
+    return ctx.caller if ctx is not None else None
 
 
 def activate(ctx: RequestContext) -> contextvars.Token[RequestContext | None]:

@@ -1,10 +1,13 @@
-"""The server interceptor every service runs: request id, caller, errors, one log line.
+"""The one server interceptor every service runs: authorization, metrics, request id,
+caller, errors, one log line.
 
-For each unary call it takes or makes the request id, verifies a bearer token if
-one is sent (a bad token is always UNAUTHENTICATED, even on public methods), runs
-the handler with a `RequestContext`, maps domain errors to statuses with
-google.rpc details, turns anything unexpected into INTERNAL (logged with the
-traceback, never sent), returns `x-request-id` and logs one JSON line.
+For each call it checks the mesh policy (when the instance has mesh trust) and
+counts the call in py-grpc-prometheus's metrics. For each unary call it also takes
+or makes the request id, verifies a bearer token if one is sent (a bad token is
+always UNAUTHENTICATED, even on public methods), runs the handler with a
+`RequestContext`, maps domain errors to statuses with google.rpc details, turns
+anything unexpected into INTERNAL (logged with the traceback, never sent), returns
+`x-request-id` and logs one JSON line.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from services.runtime.authn import TokenVerifier
 from services.runtime.authz import XFCC_HEADER, Policy
 from services.runtime.errors import DomainError, internal_status
 from services.runtime.identity import peer_identity
+from services.runtime.metrics import MethodMetrics, ServerMetrics, grpc_type
 
 log = logging.getLogger("rpc")
 
@@ -41,8 +45,22 @@ def request_id_from(metadata: dict[str, str]) -> str:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, verifier: TokenVerifier | None) -> None:
-        self._verifier = verifier
+    """The runtime's one interceptor: authorization, metrics, request context, errors, log.
+
+    One layer instead of a chain of three (py-grpc-prometheus's, authorization's and
+    this one): every layer costs a handler object and a Python frame per call.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        *,
+        authorizer: Authorizer | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._tokens = VerifiedTokens(verifier) if verifier is not None else None
+        self._authorizer = authorizer
+        self._metrics = metrics
 
     def intercept_service(
         self,
@@ -50,56 +68,163 @@ class ServerInterceptor(grpc.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
+        if handler is None:
+            return None
+        counted = (
+            self._metrics.method(details.method, grpc_type(handler)) if self._metrics else None
+        )
+        check = None
+        if self._authorizer is not None:
+            forwarded = next(
+                (
+                    v
+                    for k, v in details.invocation_metadata
+                    if k == XFCC_HEADER and isinstance(v, str)
+                ),
+                None,
+            )
+            check = functools.partial(self._authorizer.check, details.method, forwarded)
         # Streaming methods (health Watch, reflection) are the library's own.
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler.unary_unary is None:
+            return _streaming(handler, check, counted)
         # A request that cannot be parsed or breaks a length limit reaches `_wrap` as
         # `limits.Rejected`, so it is refused as INVALID_ARGUMENT, not grpcio's INTERNAL.
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(limits.refuse_rejected(handler.unary_unary), details),
+            self._wrap(limits.refuse_rejected(handler.unary_unary), details, check, counted),
             request_deserializer=limits.checked_parser(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(self, behavior: Behavior, details: grpc.HandlerCallDetails) -> Behavior:
+    def _wrap(
+        self,
+        behavior: Behavior,
+        details: grpc.HandlerCallDetails,
+        check: Check | None,
+        counted: MethodMetrics | None,
+    ) -> Behavior:
         def serve(request: Any, grpc_context: grpc.ServicerContext) -> Any:
-            metadata = {k: v for k, v in details.invocation_metadata if isinstance(v, str)}
-            ctx = context.RequestContext(
-                request_id=request_id_from(metadata),
-                method=details.method,
-                grpc_context=grpc_context,
-            )
-            token = context.activate(ctx)
             started = time.perf_counter()
+            if counted is not None:
+                counted.started.inc()
             code = grpc.StatusCode.OK
             try:
-                ctx.principal = self._authenticate(metadata)
-                ctx.authorization = metadata.get("authorization")
-                response = behavior(request, grpc_context)
-                code = grpc_context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
-                _send_headers(ctx)
+                caller = check(grpc_context) if check is not None else None
+                code, response = self._serve(request, grpc_context, behavior, details, caller)
                 return response
-            except DomainError as err:
-                code = err.code
-                grpc_context.abort_with_status(_with_trailers(ctx, err.to_status()))
             except Exception:
-                if grpc_context.code() is not None:  # type: ignore[attr-defined]
-                    code = grpc_context.code()  # type: ignore[attr-defined]
-                    raise  # the handler aborted on purpose
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error")
-                grpc_context.abort_with_status(_with_trailers(ctx, internal_status(ctx.request_id)))
+                code = grpc_context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                raise
             finally:
-                _log_call(ctx, code, started)
-                context.deactivate(token)
+                if counted is not None:
+                    counted.handled(code, time.perf_counter() - started)
 
         return serve
 
+    def _serve(
+        self,
+        request: Any,
+        grpc_context: grpc.ServicerContext,
+        behavior: Behavior,
+        details: grpc.HandlerCallDetails,
+        caller: str | None,
+    ) -> tuple[grpc.StatusCode, Any]:
+        metadata = {k: v for k, v in details.invocation_metadata if isinstance(v, str)}
+        ctx = context.RequestContext(
+            request_id=request_id_from(metadata),
+            method=details.method,
+            grpc_context=grpc_context,
+            caller=caller,
+        )
+        token = context.activate(ctx)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            ctx.principal = self._authenticate(metadata)
+            ctx.authorization = metadata.get("authorization")
+            response = behavior(request, grpc_context)
+            code = grpc_context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+            _send_headers(ctx)
+            return code, response
+        except DomainError as err:
+            code = err.code
+            grpc_context.abort_with_status(_with_trailers(ctx, err.to_status()))
+            raise AssertionError("abort_with_status returned") from None  # it raises
+        except Exception:
+            if grpc_context.code() is not None:  # type: ignore[attr-defined]
+                code = grpc_context.code()  # type: ignore[attr-defined]
+                raise  # the handler aborted on purpose
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error")
+            grpc_context.abort_with_status(_with_trailers(ctx, internal_status(ctx.request_id)))
+            raise AssertionError("abort_with_status returned") from None  # it raises
+        finally:
+            _log_call(ctx, code, started)
+            context.deactivate(token)
+
     def _authenticate(self, metadata: dict[str, str]) -> context.Principal | None:
         header = metadata.get("authorization")
-        if header is None or self._verifier is None:
+        if header is None or self._tokens is None:
             return None
-        return self._verifier.verify(header)
+        return self._tokens.verify(header)
+
+
+class VerifiedTokens:
+    """Verifications of access tokens, each reused until the token expires; bounded.
+
+    A client sends the same token with every call for its whole life (15 minutes):
+    the RS256 check and the claims' parsing are done once per token, not per call.
+    Only verified tokens are kept, so forged ones cannot fill the cache; when full
+    it is emptied and refills with the tokens in use. Whether the account is still
+    live is not cached here: services ask user-svc on every protected call.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._max = max_entries
+        self._clock = clock
+        self._known: dict[str, context.Principal] = {}
+
+    def verify(self, authorization: str) -> context.Principal:
+        known = self._known.get(authorization)
+        if known is not None and self._clock() < known.expires_at:
+            return known
+        principal = self._verifier.verify(authorization)
+        if len(self._known) >= self._max:
+            self._known.clear()
+        self._known[authorization] = principal
+        return principal
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+Check = Callable[[grpc.ServicerContext], "str | None"]
+
+
+def _streaming(
+    handler: grpc.RpcMethodHandler[Any, Any], check: Check | None, counted: MethodMetrics | None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming handler, authorized (when the mesh has trust) and counted."""
+    kinds = (
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+    for attribute, make in kinds:
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return make(
+                _guarded(behavior, check, counted, handler),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
 
 
 def _send_headers(ctx: context.RequestContext) -> None:
@@ -149,7 +274,7 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 
-class AuthorizationInterceptor(grpc.ServerInterceptor):
+class Authorizer:
     """Per-method authorization from the mesh policy, for every method, streaming ones too.
 
     The caller is the TLS peer's SPIFFE id, or, when the peer is a proxy the policy
@@ -167,38 +292,10 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             registry=registry,
         )
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        forwarded = next(
-            (v for k, v in details.invocation_metadata if k == XFCC_HEADER and isinstance(v, str)),
-            None,
-        )
-        check = functools.partial(self._check, details.method, forwarded)
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler),
-        )
-        for attribute, make in kinds:
-            behavior = getattr(handler, attribute)
-            if behavior is not None:
-                return make(
-                    _guarded(behavior, check),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
-
-    def _check(
+    def check(
         self, method: str, forwarded: str | None, grpc_context: grpc.ServicerContext
     ) -> str | None:
+        """The caller's identity when it may call `method`; aborts the call otherwise."""
         peer = peer_identity(grpc_context)
         caller = self._policy.caller(peer, forwarded)
         if self._policy.allowed(caller, method):
@@ -216,18 +313,25 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         grpc_context.abort(
             grpc.StatusCode.PERMISSION_DENIED, "this caller may not call this method"
         )
+        raise AssertionError("abort returned")  # grpc_context.abort raises
 
 
 def _guarded(
     behavior: Callable[[Any, grpc.ServicerContext], Any],
-    check: Callable[[grpc.ServicerContext], str | None],
+    check: Check | None,
+    counted: MethodMetrics | None,
+    handler: grpc.RpcMethodHandler[Any, Any],
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
     def guarded(request: Any, grpc_context: grpc.ServicerContext) -> Any:
-        # Handlers that limit per caller (VerifyPassword) read who was judged here.
-        token = context.judged_as(check(grpc_context))
-        try:
+        if check is not None:
+            check(grpc_context)
+        if counted is None:
             return behavior(request, grpc_context)
-        finally:
-            context.unjudge(token)
+        if handler.request_streaming:
+            request = counted.counting_received(request)
+        else:
+            counted.started.inc()
+        answer = behavior(request, grpc_context)
+        return counted.counting_sent(answer) if handler.response_streaming else answer
 
     return guarded

@@ -22,7 +22,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
-from py_grpc_prometheus.prometheus_server_interceptor import PromServerInterceptor
 from sqlalchemy import Engine
 
 from services.runtime import logs
@@ -39,7 +38,8 @@ from services.runtime.identity import (
     ReloadingServerCredentials,
     spiffe_id,
 )
-from services.runtime.interceptors import AuthorizationInterceptor, ServerInterceptor
+from services.runtime.interceptors import Authorizer, ServerInterceptor
+from services.runtime.metrics import ServerMetrics
 from services.runtime.registration import ConsulRegistrar
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,20 @@ class Server:
         self.metrics_port = 0
 
     def _build_grpc_server(self) -> grpc.Server:
-        interceptors: list[grpc.ServerInterceptor] = [
-            PromServerInterceptor(enable_handling_time_histogram=True, registry=self._registry)
-        ]
+        authorizer = None
         if self._trust is not None:
             own = spiffe_id(self.config.service_name)
-            interceptors.append(AuthorizationInterceptor(self._trust.policy, own, self._registry))
-        interceptors.append(ServerInterceptor(self._definition.verifier))
+            authorizer = Authorizer(self._trust.policy, own, self._registry)
+        interceptor = ServerInterceptor(
+            self._definition.verifier,
+            authorizer=authorizer,
+            metrics=ServerMetrics(self._registry),
+        )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.max_workers, thread_name_prefix="rpc"
             ),
-            interceptors=interceptors,
+            interceptors=[interceptor],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0)],
         )

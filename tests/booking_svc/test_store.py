@@ -466,3 +466,41 @@ def test_reads_answer_while_another_instance_holds_an_uncommitted_booking(
         assert store.get_flight(flight.flight_id).seats_available == 4
     finally:
         writer.dispose()
+
+
+# --- Delay risks stored with flights ------------------------------------------------------
+
+
+def test_a_flight_has_no_stored_risk_until_one_is_recorded(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    assert store.get_flight_and_risk(flight.flight_id) == (flight, None)
+    store.record_risks("v1", {flight.flight_id: 0.25})
+    assert store.get_flight_and_risk(flight.flight_id) == (flight, 0.25)
+
+
+def test_flights_needing_risk_are_upcoming_ones_without_one_from_the_version(
+    store: BookingStore,
+) -> None:
+    past, soon, later = (store.create_flight(new_flight(m)) for m in (0, 60, 120))
+    after = START + timedelta(minutes=30)
+    assert store.flights_needing_risk(None, after, 10) == [soon, later]
+    store.record_risks("v1", {soon.flight_id: 0.1})
+    assert store.flights_needing_risk(None, after, 10) == [later]
+    assert store.flights_needing_risk("v1", after, 10) == [later]
+    # A newer model makes the stored risk stale; recording it again replaces it.
+    assert store.flights_needing_risk("v2", after, 10) == [soon, later]
+    store.record_risks("v2", {soon.flight_id: 0.3, later.flight_id: 0.4})
+    assert store.flights_needing_risk("v2", after, 10) == []
+    assert store.get_flight_and_risk(soon.flight_id)[1] == 0.3
+    assert past.flight_id not in {f.flight_id for f in store.flights_needing_risk(None, START, 9)}
+
+
+def test_instances_recording_the_same_risks_at_once_all_succeed(
+    store: BookingStore, open_store: Callable[[], BookingStore]
+) -> None:
+    first = store
+    flights = [first.create_flight(new_flight(m)).flight_id for m in range(20)]
+    stores = [open_store() for _ in range(8)]
+    outcomes = race(8, lambda i: stores[i].record_risks("v1", dict.fromkeys(flights, 0.5)))
+    assert [o for o in outcomes if isinstance(o, Exception)] == []
+    assert first.flights_needing_risk("v1", START - timedelta(days=1), 50) == []

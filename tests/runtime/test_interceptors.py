@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
+import httpx
 import pytest
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
@@ -13,7 +15,8 @@ from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.runtime import context
 from services.runtime.authn import JwksCache, TokenVerifier
 from services.runtime.config import ServerConfig
-from services.runtime.errors import InvalidArgument, field_violations
+from services.runtime.errors import InvalidArgument, Unauthenticated, field_violations
+from services.runtime.interceptors import VerifiedTokens
 from services.runtime.server import Server, ServiceDefinition
 from tests.conftest import channel_to, make_config, serving
 from tests.runtime.test_authn import AUD, ISS, Keys
@@ -45,7 +48,12 @@ def keys() -> Keys:
 @pytest.fixture(scope="module")
 def stub(keys: Keys) -> Iterator[auth_pb2_grpc.AuthServiceStub]:
     verifier = TokenVerifier(JwksCache(lambda: [keys.jwk]), issuer=ISS, audience=AUD)
+    build = _probe_build(verifier)
+    with serving(make_config("probe"), build) as server, channel_to(server) as channel:
+        yield auth_pb2_grpc.AuthServiceStub(channel)
 
+
+def _probe_build(verifier: TokenVerifier | None) -> Callable[..., ServiceDefinition]:
     def build(config: ServerConfig, registry: CollectorRegistry) -> ServiceDefinition:
         return ServiceDefinition(
             service_names=["airline.auth.v1.AuthService"],
@@ -53,8 +61,7 @@ def stub(keys: Keys) -> Iterator[auth_pb2_grpc.AuthServiceStub]:
             verifier=verifier,
         )
 
-    with serving(make_config("probe"), build) as server, channel_to(server) as channel:
-        yield auth_pb2_grpc.AuthServiceStub(channel)
+    return build
 
 
 def test_domain_error_carries_code_message_and_field_violations(
@@ -137,3 +144,65 @@ def test_server_port_is_ephemeral_and_distinct() -> None:
         assert isinstance(a, Server)
         assert a.port != b.port
         assert a.port > 0
+
+
+class CountingVerifier(TokenVerifier):
+    """The real verifier, counting how often it is asked."""
+
+    calls = 0
+
+    def verify(self, authorization: str) -> context.Principal:
+        self.calls += 1
+        return super().verify(authorization)
+
+
+def _counting(keys: Keys) -> CountingVerifier:
+    return CountingVerifier(JwksCache(lambda: [keys.jwk]), issuer=ISS, audience=AUD)
+
+
+def test_a_token_is_verified_once_for_all_its_calls(keys: Keys) -> None:
+    verifier = _counting(keys)
+    tokens = VerifiedTokens(verifier)
+    header = f"Bearer {keys.token()}"
+    first = tokens.verify(header)
+    assert [tokens.verify(header) for _ in range(5)] == [first] * 5
+    assert verifier.calls == 1
+
+
+def test_a_cached_token_past_its_expiry_is_verified_again_and_refused(keys: Keys) -> None:
+    now = [time.time()]
+    verifier = _counting(keys)
+    tokens = VerifiedTokens(verifier, clock=lambda: now[0])
+    header = f"Bearer {keys.token(exp=int(now[0]) + 60)}"
+    tokens.verify(header)
+    now[0] += 61
+    tokens.verify(header)  # within the verifier's leeway: verified again, still valid
+    assert verifier.calls == 2
+    expired = f"Bearer {keys.token(exp=int(time.time()) - 60)}"
+    with pytest.raises(Unauthenticated):
+        tokens.verify(expired)
+    assert len(tokens) == 1  # a refused token is not kept
+
+
+def test_the_token_cache_is_bounded(keys: Keys) -> None:
+    tokens = VerifiedTokens(_counting(keys), max_entries=3)
+    for _ in range(7):
+        tokens.verify(f"Bearer {keys.token()}")
+    assert len(tokens) <= 3
+
+
+def test_calls_are_counted_with_py_grpc_prometheus_names() -> None:
+    with serving(make_config("probe"), _probe_build(None)) as server:
+        with channel_to(server) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            with pytest.raises(grpc.RpcError):
+                stub.CreateToken(auth_pb2.CreateTokenRequest(), timeout=5)
+            stub.RevokeToken(auth_pb2.RevokeTokenRequest(), timeout=5)
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = httpx.get(url, timeout=5).text
+    labels = 'grpc_method="{}",grpc_service="airline.auth.v1.AuthService",grpc_type="UNARY"'
+    assert f"grpc_server_started_total{{{labels.format('CreateToken')}}} 1.0" in text
+    handled = 'grpc_server_handled_total{{grpc_code="{}",' + labels + "}} 1.0"
+    assert handled.format("INVALID_ARGUMENT", "CreateToken") in text
+    assert handled.format("OK", "RevokeToken") in text
+    assert f"grpc_server_handling_seconds_count{{{labels.format('RevokeToken')}}} 1.0" in text

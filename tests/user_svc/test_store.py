@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from services.runtime.db import make_engine
 from services.runtime.errors import InvalidArgument
@@ -165,6 +165,23 @@ def test_create_time_increases_even_when_the_clock_stands_still(engine: Engine) 
         timedelta(microseconds=1),
         timedelta(microseconds=2),
     ]
+
+
+def test_lookups_answer_while_another_instance_holds_the_write_lock(
+    store: UserStore, tmp_path: Path
+) -> None:
+    """LookupUser's reads take no write lock: a writer elsewhere does not hold them up."""
+    user = store.create_user("ada@example.com", HASH, "Ada")
+    writer = make_engine(f"sqlite:///{tmp_path / 'users.db'}")
+    reading = UserStore(make_engine(f"sqlite:///{tmp_path / 'users.db'}"))
+    try:
+        with writer.begin() as conn, ThreadPoolExecutor(max_workers=1) as pool:
+            conn.execute(text("UPDATE users SET display_name = 'Someone else'"))
+            seen = pool.submit(reading.get, user.user_id).result(timeout=10)
+            active = pool.submit(reading.active, user.user_id).result(timeout=10)
+        assert (seen.display_name, active) == ("Ada", True)
+    finally:
+        writer.dispose()
 
 
 def test_cursor_round_trips_through_token_fields() -> None:

@@ -1,0 +1,119 @@
+"""gRPC server metrics with py-grpc-prometheus's names and labels, at a lower cost per call.
+
+`PromServerInterceptor` resolves every label set on every call (`Counter.labels`
+takes a lock and builds a key each time) and wraps each handler in one more
+interceptor layer. Here the runtime's one interceptor records the same families
+(`grpc_server_started_total`, `grpc_server_handled_total{grpc_code}`,
+`grpc_server_msg_received_total`, `grpc_server_msg_sent_total`,
+`grpc_server_handling_seconds`) with each method's children resolved once, so
+dashboards and alerts built on py-grpc-prometheus keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+class ServerMetrics:
+    """The server metric families of one process, and their children per method."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._started = Counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self._handled = Counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self._received = Counter(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self._sent = Counter(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self._seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self._methods: dict[tuple[str, str], MethodMetrics] = {}
+
+    def method(self, full_method: str, grpc_type: str) -> MethodMetrics:
+        """The children of `/package.Service/Method`; made on its first call."""
+        key = (full_method, grpc_type)
+        found = self._methods.get(key)
+        if found is None:
+            service, _, name = full_method.lstrip("/").partition("/")
+            labels = (grpc_type, service, name)
+            found = MethodMetrics(
+                started=self._started.labels(*labels),
+                received=self._received.labels(*labels),
+                sent=self._sent.labels(*labels),
+                seconds=self._seconds.labels(*labels),
+                handled=lambda code: self._handled.labels(*labels, code.name),
+            )
+            # Dict assignment is atomic: two threads making the same entry is harmless.
+            self._methods[key] = found
+        return found
+
+
+class MethodMetrics:
+    """One method's metric children: a call costs a few increments, no label lookups."""
+
+    def __init__(
+        self, *, started: Any, received: Any, sent: Any, seconds: Any, handled: Any
+    ) -> None:
+        self.started = started
+        self.received = received
+        self.sent = sent
+        self.seconds = seconds
+        self._make_handled = handled
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        """Counts a finished unary-response call and its handling time."""
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._make_handled(code)
+        child.inc()
+        self.seconds.observe(max(seconds, 0.0))
+
+    def counting_sent(self, responses: Iterator[Any]) -> Iterator[Any]:
+        for response in responses:
+            self.sent.inc()
+            yield response
+
+    def counting_received(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            self.received.inc()
+            yield request
+
+
+def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
+    """py-grpc-prometheus's name for the handler's kind of call."""
+    if handler.request_streaming and handler.response_streaming:
+        return "BIDI_STREAMING"
+    if handler.request_streaming:
+        return "CLIENT_STREAMING"
+    if handler.response_streaming:
+        return "SERVER_STREAMING"
+    return "UNARY"
