@@ -188,6 +188,7 @@ _SERVICE_KEYS = frozenset(
         "SHUTDOWN_GRACE_SECONDS",
         "SHUTDOWN_DRAIN_SECONDS",
         "CPU_SLOTS",
+        "CPU_MAX_WAIT_SECONDS",
         "GRPC_MAX_WORKERS",
         "PREDICT_TIMEOUT_SECONDS",
         # Encrypts auth-svc's signing keys at rest; supervisord.conf holding it is 0600.

@@ -239,6 +239,11 @@ def _envoy(cfg: MeshConfig) -> str:
 def _service(cfg: MeshConfig, name: str) -> str:
     module = "services." + name.replace("-", "_")
     env = {
+        # The instances of a service on this host share its cores: CPU-heavy work
+        # (bcrypt) gets one slot per core across them, so an admitted hash runs at full
+        # speed instead of time-slicing with its siblings, and a flood is refused sooner
+        # (CPU_SLOTS in the environment overrides it).
+        "CPU_SLOTS": str(max(1, (os.cpu_count() or 2) // max(1, cfg.instances.get(name, 1)))),
         **cfg.service_env,
         "GRPC_HOST": cfg.host,
         "GRPC_ADVERTISE_HOST": cfg.advertise_host,

@@ -29,6 +29,7 @@ from airline.user.v1 import (
 from contract.routes import load, workload
 from mesh.config import ROOT, MeshConfig
 from tests.integration.conftest import Account, Mesh
+from tests.integration.rest import INSTANCE
 from tests.process.conftest import GRPCURL, service_process
 from tests.support import wait_for
 
@@ -302,13 +303,32 @@ def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh
     def services_logged() -> set[str]:
         return {name.split("-svc")[0] for name in _log_lines_with(mesh, request_id)}
 
+    # A booking asks user-svc (the live-account check); predict-svc only when the
+    # flight has no stored delay risk, so its hop is traced with a prediction below.
     wait_for(
-        lambda: {"booking", "user", "predict"} <= services_logged(),
-        "log lines with the request id from booking-, user- and predict-svc",
+        lambda: {"booking", "user"} <= services_logged(),
+        "log lines with the request id from booking- and user-svc",
         10,
     )
     for entries in _log_lines_with(mesh, request_id).values():
         assert all(e["event"] for e in entries)
+
+    predicted_id = f"trace-{uuid.uuid4().hex}"
+    with mesh.client() as http:
+        predicted = http.post(
+            "/v1/models/flight-delay:predict",
+            headers={**me.headers, "x-request-id": predicted_id},
+            json={"instances": [INSTANCE]},
+        )
+    assert predicted.status_code == 200, predicted.text
+    wait_for(
+        lambda: (
+            {"predict", "user"}
+            <= {name.split("-svc")[0] for name in _log_lines_with(mesh, predicted_id)}
+        ),
+        "log lines with the request id from predict- and user-svc",
+        10,
+    )
 
 
 def _supervise(mesh: Mesh, *args: str) -> None:
