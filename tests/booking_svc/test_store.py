@@ -33,7 +33,7 @@ from services.booking_svc.domain import (
     price_for,
 )
 from services.booking_svc.seed import seed_flights
-from services.booking_svc.store import FLIGHTS, BookingRecord, BookingStore, FlightRecord
+from services.booking_svc.store import FLIGHTS, Bookable, BookingRecord, BookingStore, FlightRecord
 from services.runtime.db import make_engine
 
 T = TypeVar("T")
@@ -96,7 +96,13 @@ def race(count: int, work: Callable[[int], T]) -> list[T | Exception]:
         return list(pool.map(run, range(count)))
 
 
-def book(store: BookingStore, flight_id: str, user: str = "u-1", request: str = "r-1") -> Any:
+def book(
+    store: BookingStore,
+    flight_id: str,
+    user: str = "u-1",
+    request: str = "r-1",
+    bookable: Bookable = lambda _departs: None,
+) -> Any:
     return store.create_booking(
         user_id=user,
         request_id=request,
@@ -105,6 +111,7 @@ def book(store: BookingStore, flight_id: str, user: str = "u-1", request: str = 
         passenger_name="Ada Lovelace",
         price_for=price_for,
         delay_risk=0.25,
+        bookable=bookable,
     )
 
 
@@ -339,32 +346,14 @@ def test_a_retry_after_departure_returns_the_first_booking(store: BookingStore) 
     """The departure rule judges new bookings only: a retry still sees its outcome."""
     flight = store.create_flight(new_flight())
     first, _ = book(store, flight.flight_id)
-    again, created = store.create_booking(
-        user_id="u-1",
-        request_id="r-1",
-        flight_id=flight.flight_id,
-        seat_class=SeatClass.ECONOMY,
-        passenger_name="Ada Lovelace",
-        price_for=price_for,
-        delay_risk=None,
-        bookable=_departed,
-    )
+    again, created = book(store, flight.flight_id, bookable=_departed)
     assert (again, created) == (first, False)
 
 
 def test_a_refused_new_booking_takes_no_seat(store: BookingStore) -> None:
     flight = store.create_flight(new_flight())
     with pytest.raises(FlightDeparted):
-        store.create_booking(
-            user_id="u-1",
-            request_id="r-new",
-            flight_id=flight.flight_id,
-            seat_class=SeatClass.ECONOMY,
-            passenger_name="Ada Lovelace",
-            price_for=price_for,
-            delay_risk=None,
-            bookable=_departed,
-        )
+        book(store, flight.flight_id, request="r-new", bookable=_departed)
     assert store.get_flight(flight.flight_id).seats_available == flight.seats_total
 
 
