@@ -75,7 +75,10 @@ def test_a_grpc_clients_deadline_is_passed_on(probe_edge: ProbeEdge) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{probe_edge.envoy.edge_port}") as channel:
         stub = predict_pb2_grpc.PredictionServiceStub(channel)
         model = stub.GetModel(predict_pb2.GetModelRequest(model_id="deadline-4"), timeout=2)
-    assert 1 < json.loads(model.description)["time_remaining"] <= 2
+    # The deadline travels as a grpc-timeout header, which gRPC encodes rounded up to a coarser
+    # unit, so the service may see a few milliseconds more than the client asked for; what
+    # matters is that it sees the client's 2 s and not the edge's 15 s default.
+    assert 1 < json.loads(model.description)["time_remaining"] <= 2.1
 
 
 def test_the_request_id_reaches_the_service(probe_edge: ProbeEdge) -> None:
