@@ -6,7 +6,6 @@ Races use one engine per thread, as separate service instances would.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -145,11 +144,12 @@ def test_instances_starting_together_seed_exactly_once(
     assert len(stores[0].list_flights(FlightFilters(), OrderBy(), None, 1000)[0]) == 300
 
 
-def test_seeding_real_fortnight_is_fast(store: BookingStore) -> None:
+def test_seeding_a_real_fortnight_stores_every_flight(store: BookingStore) -> None:
+    """The seeding speed is measured in bench/, not asserted here."""
     rows = seed_flights(date(2026, 6, 1), 14)
-    began = time.perf_counter()
     assert store.seed_if_empty(lambda: rows) == len(rows) > 10_000
-    assert time.perf_counter() - began < 10
+    stored, _ = store.list_flights(FlightFilters(), OrderBy(), None, 1000)
+    assert len(stored) == 1000
 
 
 def test_database_refuses_negative_seats(store: BookingStore, database_url: str) -> None:
