@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -198,8 +199,27 @@ def _read_requests(
         events.put(_CLOSED)
 
 
+class SdsServicer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
+    """StreamSecrets: the secrets of the ADS snapshot on a stream of their own.
+
+    For Envoy's static clusters (the edge's `ratelimit`): a static cluster cannot take
+    its secrets over ADS, which Envoy sets up after its static clusters (it crashes:
+    envoyproxy/envoy#15517), so it asks here through the static xds_cluster.
+    """
+
+    def __init__(self, ads: AdsServicer) -> None:
+        self._ads = ads
+
+    def StreamSecrets(
+        self,
+        request_iterator: Iterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[discovery_pb2.DiscoveryResponse]:
+        return self._ads.StreamAggregatedResources(request_iterator, context)
+
+
 class XdsServer:
-    """The gRPC server Envoy connects to: ADS, plus gRPC health for operators.
+    """The gRPC server Envoy connects to: ADS (and SDS alone), plus gRPC health for operators.
 
     Health is NOT_SERVING until the first snapshot exists, so a supervisor or a
     probe can tell "up" from "up and knows what Consul knows".
@@ -210,9 +230,9 @@ class XdsServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ads")
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServicer(store), self._server
-        )
+        ads = AdsServicer(store)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, self._server)
+        sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(SdsServicer(ads), self._server)
         self._health = health.HealthServicer()
         self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

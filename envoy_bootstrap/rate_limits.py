@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMITS_FILE = ROOT / "ratelimit" / "limits.toml"
 TEMPLATES = ROOT / "envoy"
 CLUSTER = "ratelimit"
+# The workload name in the rate limit service's certificate (ratelimit/server.py's
+# SERVICE_NAME): with mesh TLS the cluster reaches only a process holding it (mesh_tls.py).
+WORKLOAD = "ratelimit"
 TYPE = "type.googleapis.com/envoy."
 FAIL_CLOSED = "ratelimit_fail_closed"
 FAIL_OPEN = "ratelimit_fail_open"
@@ -138,7 +141,8 @@ def cluster(endpoints: Sequence[Endpoint]) -> str:
     """The rate limit service's cluster (YAML list item), or nothing when local.
 
     Static, not discovered through the control plane: the edge decides to fail
-    closed on its own, with or without Consul and the control plane.
+    closed on its own, with or without Consul and the control plane. Plaintext as
+    rendered here; with ENVOY_MESH_TLS mesh_tls.apply gives it mutual TLS.
     """
     if not endpoints:
         return ""

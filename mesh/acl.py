@@ -5,6 +5,7 @@ Tokens are kept in `<var>/tokens/<name>.token` (0600, the folder 0700):
 | token | may |
 |---|---|
 | `<service>` (one each) | register its own name only (a service identity), read |
+| `ratelimit` | the same, for the rate limit service: the name its certificate carries |
 | `controlplane` | read services and nodes (it watches Consul, writes nothing) |
 | `operator` | read services and nodes (`make status`, tests) |
 | `agent` | the agent's own node registration |
@@ -28,6 +29,10 @@ from controlplane.ca import private_dir, write_private
 READ_RULES = 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
 AGENT_RULES = 'node_prefix "" { policy = "write" }\nservice_prefix "" { policy = "read" }\n'
 READERS = ("controlplane", "operator")
+# The rate limit service (ratelimit/server.py's SERVICE_NAME) is not registered in
+# Consul, but it is a workload: the CA signs the name of the token's service identity,
+# so it needs a token of its own to get its certificate, as the services do.
+RATELIMIT = "ratelimit"
 TIMEOUT_SECONDS = 5.0
 
 
@@ -45,7 +50,7 @@ def ensure_tokens(consul_addr: str, tokens_dir: Path, services: Iterable[str]) -
         "agent": _ensure_policy(consul_addr, master, "agent", AGENT_RULES),
     }
     wanted: dict[str, dict[str, Any]] = {
-        name: {"ServiceIdentities": [{"ServiceName": name}]} for name in services
+        name: {"ServiceIdentities": [{"ServiceName": name}]} for name in (*services, RATELIMIT)
     }
     wanted |= {name: {"Policies": [{"ID": policies["read-all"]}]} for name in READERS}
     wanted["agent"] = {"Policies": [{"ID": policies["agent"]}]}

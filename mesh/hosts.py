@@ -309,7 +309,7 @@ def _bootstrap_acls(config: HostsConfig, hosts: list[Host]) -> None:
         acl.wait_for_leader(host.cfg.consul_addr, config.up_timeout_seconds)
         acl.set_agent_token(host.cfg.consul_addr, master, agent_token)
         if host.is_app:
-            for name in (*host.cfg.services, "controlplane", "operator"):
+            for name in (*host.cfg.services, acl.RATELIMIT, "controlplane", "operator"):
                 write_private(host.cfg.token_file(name), files[name].read_bytes())
 
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 
 from mesh import postgres
+from mesh.acl import RATELIMIT
 from mesh.config import ROOT, MeshConfig
 
 BIN = ROOT / ".venv" / "bin"
@@ -203,8 +204,13 @@ def _ratelimit(cfg: MeshConfig) -> str:
         # Not registered in Consul: the control plane would make a cluster of it
         # beside the edge's static one (docs/ratelimit.md: why static).
         "REDIS_URL": f"redis://{cfg.redis_host or cfg.advertise_host}:{cfg.ports.redis}/0",
-        # Plaintext on loopback, said by name: docs/trust.md says why it has no mTLS yet.
-        "INSECURE_PLAINTEXT": "1",
+        # A workload like the services: its certificate (identity `ratelimit`) from the
+        # CA endpoint, proving the name with its own token; mutual TLS only, and the
+        # policy lets only the edge ask it (docs/trust.md).
+        "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file(RATELIMIT)),
+        "MESH_CA_ADDR": cfg.ca_addr,
+        "MESH_CA_FILE": str(cfg.pki_dir / "ca.pem"),
+        "MESH_POLICY_FILE": str(ROOT / "mesh" / "policy.toml"),
     }
     return _program("ratelimit", f"{sys.executable} -m ratelimit", cfg, priority=25, env=env)
 
@@ -216,6 +222,9 @@ def _controlplane(cfg: MeshConfig) -> str:
         "XDS_HOST": cfg.host,
         "XDS_PORT": str(cfg.ports.xds),
         "CONTROLPLANE_SERVICES": ",".join(cfg.services),
+        # The rate limit service's token may register its name: never a cluster over
+        # CDS beside (and clashing with) the edge's static `ratelimit` cluster.
+        "CONTROLPLANE_EXCLUDE": f"consul,{RATELIMIT}",
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
         "MESH_PKI_DIR": str(cfg.pki_dir),
         "MESH_CA_ADDR": cfg.ca_addr,

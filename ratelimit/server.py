@@ -1,7 +1,10 @@
 """Rate limit service wiring: configuration, the limits file, Redis, the servicer.
 
 It runs on the shared service runtime (health, reflection, metrics, logs, graceful
-stop, Consul registration), like the airline's own services.
+stop), like the airline's own services, and is a workload of the mesh like them: its
+certificate (identity `ratelimit`) comes from the mesh CA, it serves mutual TLS only
+and answers each method only to the callers mesh/policy.toml names (the edge, for
+ShouldRateLimit). docs/trust.md.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from ratelimit import limits, store
 from ratelimit.servicer import RateLimitServicer
 from services.runtime.config import ServerConfig, env_float, env_str
+from services.runtime.identity import CredentialSource
 from services.runtime.server import ServiceDefinition
 
 SERVICE_NAME = "ratelimit"
@@ -44,8 +48,15 @@ class RateLimitConfig:
 
 
 def build(
-    config: ServerConfig, registry: CollectorRegistry, settings: RateLimitConfig
+    config: ServerConfig,
+    registry: CollectorRegistry,
+    settings: RateLimitConfig,
+    *,
+    identity: CredentialSource | None = None,
 ) -> ServiceDefinition:
+    """The servicer on Redis. `identity` is the runtime's certificate for outbound
+    channels (services.runtime.server.Builder); this service calls no other, so it
+    has no use for it: the server's own mutual TLS comes from the runtime."""
     counter = store.Counter(store.connect(settings.redis_url, settings.redis_timeout_seconds))
     servicer = RateLimitServicer(settings.limits, counter)
     return ServiceDefinition(

@@ -116,7 +116,10 @@ def test_workloads_are_named_after_their_packages_and_each_has_a_service_package
 
 def test_the_mesh_policy_lets_the_edge_call_the_public_services_only(contract: Contract) -> None:
     policy = tomllib.loads((ROOT / "mesh" / "policy.toml").read_text())
-    assert set(policy["callers"]["edge"]["methods"]) == {f"/{s}/*" for s in contract.services}
+    # And, as the rate limit filter's client, the rate limit service's one method.
+    asks = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+    public = {f"/{s}/*" for s in contract.services}
+    assert set(policy["callers"]["edge"]["methods"]) == public | {asks}
 
 
 def _grpc_routes(listener: dict[str, Any]) -> dict[str, str]:

@@ -63,6 +63,8 @@ def second_edge(limited: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "XDS_ADDR": f"127.0.0.1:{ports.xds}",
             "RATELIMIT_ADDR": f"127.0.0.1:{ports.ratelimit}",
             "ENVOY_NODE_ID": "airline-envoy-second",
+            # An edge of the mesh: its SDS identity, which the rate limit service asks for.
+            "ENVOY_MESH_TLS": "1",
         },
     )
     proxy.start(config)
