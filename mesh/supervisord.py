@@ -213,8 +213,7 @@ def _controlplane(cfg: MeshConfig) -> str:
     env = {
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "CONSUL_HTTP_ADDRS": ",".join(cfg.consul_addrs or (cfg.consul_addr,)),
-        "XDS_HOST": cfg.host,
-        "XDS_PORT": str(cfg.ports.xds),
+        "XDS_SOCKET": str(cfg.xds_socket),
         "CONTROLPLANE_SERVICES": ",".join(cfg.services),
         "CONSUL_HTTP_TOKEN_FILE": str(cfg.token_file("controlplane")),
         "MESH_PKI_DIR": str(cfg.pki_dir),
