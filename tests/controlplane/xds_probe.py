@@ -62,14 +62,37 @@ def _keys(response: discovery_pb2.DiscoveryResponse) -> Iterator[bytes]:
 
 def tcp_ports_listened_on_by(pid: int) -> set[int]:
     """Every TCP port (IPv4 or IPv6, any address) a socket of `pid` listens on."""
+    held = _sockets_held_by(pid)
+    return {port for inode, port in _listening(pid).items() if f"socket:[{inode}]" in held}
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process listening on TCP `port`, if one of ours is."""
+    inodes = {
+        f"socket:[{inode}]" for inode, bound in _listening(os.getpid()).items() if bound == port
+    }
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if inodes & _sockets_held_by(int(pid)):
+            return int(pid)
+    return None
+
+
+def _listening(pid: int) -> dict[str, int]:
+    """Socket inode -> port of every listening TCP socket in `pid`'s network namespace."""
     listening: dict[str, int] = {}
     for table in ("tcp", "tcp6"):
         lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
         for fields in (line.split() for line in lines):
             if fields[3] == _LISTEN:
                 listening[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-    return {port for inode, port in listening.items() if f"socket:[{inode}]" in held}
+    return listening
+
+
+def _sockets_held_by(pid: int) -> set[str]:
+    """What `pid`'s file descriptors point at; a process or fd may vanish meanwhile."""
+    held: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return held
