@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.controlplane.conftest import (
     ROOT,
@@ -24,10 +23,9 @@ from tests.controlplane.conftest import (
     GrpcInstance,
     stop_process,
     unique_name,
-    wait_for,
 )
-from tests.controlplane.xds_probe import private_keys_served, tcp_ports_listened_on_by
-from tests.support import free_ports
+from tests.controlplane.xds_probe import health_of, private_keys_served, tcp_ports_listened_on_by
+from tests.support import free_ports, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,17 +73,6 @@ def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Runni
         yield Running(process, log_path)
     finally:
         stop_process(process)
-
-
-def health_of(addr: str) -> int | None:
-    with grpc.insecure_channel(addr) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2
-            )
-        except grpc.RpcError:
-            return None
-        return answer.status  # type: ignore[no-any-return]
 
 
 def test_serves_once_it_has_read_consul(control_plane_process: Running) -> None:

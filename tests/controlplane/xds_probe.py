@@ -1,5 +1,6 @@
-"""What a local process can get from an address by speaking ADS to it, and which TCP
-ports a process listens on: the tools of the tests that look for Envoy's key."""
+"""What a local process can get from an address by speaking ADS to it, whether it
+answers at all, and which TCP ports a process listens on: the tools of the tests that
+look for Envoy's key."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.resources import IDENTITY_SECRET, SECRET_TYPE
 
@@ -43,6 +45,18 @@ def private_keys_served(
                 if keys:
                     stream.cancel()
     return keys
+
+
+def health_of(target: str) -> int | None:
+    """The overall health the gRPC server at `target` reports, or None if it does not answer."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError:
+            return None
+        return answer.status  # type: ignore[no-any-return]
 
 
 def _channel(target: str, ca_pem: bytes | None) -> grpc.Channel:
