@@ -53,6 +53,11 @@ class ControlPlane:
         return self.server.socket
 
     def start(self) -> None:
+        if self.config.ignored:
+            log.warning(
+                "ignored settings: ADS is served on XDS_SOCKET only (docs/trust.md)",
+                extra={"ignored": list(self.config.ignored)},
+            )
         self.server.start()
         if self.signing is not None:
             self.signing.start()

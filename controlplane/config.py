@@ -24,8 +24,8 @@
 ADS carries Envoy's private key (SDS), so it is served on a Unix socket only, as
 Istio's agent serves its Envoy: the socket file's permissions decide who may connect,
 where any local process could reach a TCP port. There is no TCP option
-(`XDS_HOST`/`XDS_PORT` are gone and ignored): Envoy runs next to its control plane on
-every host.
+(`XDS_HOST`/`XDS_PORT` are gone: set, they are ignored and the start is logged with a
+warning naming them): Envoy runs next to its control plane on every host.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from services.runtime.config import ConfigError, consul_token, env_float, env_st
 __all__ = ["ConfigError", "ControlPlaneConfig", "xds_socket"]
 
 ROOT = Path(__file__).resolve().parents[1]
+# Settings of earlier versions that nothing reads any more (ADS over TCP).
+OBSOLETE = ("XDS_HOST", "XDS_PORT")
 # sockaddr_un's sun_path holds 108 bytes, the last a NUL: longer paths cannot be bound.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -97,6 +99,8 @@ class ControlPlaneConfig:
     # Where the CA endpoint binds; empty: `ca_addr` (which its certificate names).
     ca_bind_addr: str = ""
     consul_token: str = field(default="", repr=False)
+    # OBSOLETE settings found in the environment: warned about at start.
+    ignored: tuple[str, ...] = ()
 
     @property
     def consul_agents(self) -> tuple[str, ...]:
@@ -134,6 +138,7 @@ class ControlPlaneConfig:
             ca_bind_addr=env_str(env, "MESH_CA_BIND_ADDR", ""),
             consul_token=consul_token(env),
             policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
+            ignored=tuple(name for name in OBSOLETE if env.get(name, "").strip()),
         )
 
 

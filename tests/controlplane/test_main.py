@@ -152,6 +152,9 @@ def test_no_tcp_port_of_the_control_plane_hands_out_envoys_key(
         for ca in (None, ca_pem)
     }
     assert ports  # the CA endpoint at least: the probe looked somewhere
+    warning = with_ca.event("ignored settings: ADS is served on XDS_SOCKET only (docs/trust.md)")
+    assert warning is not None
+    assert warning["ignored"] == ["XDS_HOST", "XDS_PORT"]
     # Where a key was served, not the key: a failure must not print one.
     assert [where for where, keys in served.items() if keys] == []
 
