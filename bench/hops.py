@@ -182,7 +182,7 @@ def watched_pids(mesh: Mesh, direct: dict[str, dict[str, Any]]) -> dict[str, int
             for name, instance in direct.items()
         },
         "envoy": procs.pid_listening_on(mesh.ports.admin),
-        "controlplane": procs.pid_listening_on(mesh.ports.xds),
+        "controlplane": procs.pid_listening_on(mesh.ports.ca),
     }
 
 

@@ -221,7 +221,7 @@ def idle_rss(mesh: Mesh, service_pids: dict[str, list[int]], other: Target) -> d
         for i, pid in enumerate(pids)
     }
     found["envoy"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.admin))
-    found["controlplane"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.xds))
+    found["controlplane"] = procs.rss_mib(procs.pid_listening_on(mesh.ports.ca))
     for i, pid in enumerate(other.pids["twin"]):
         found[f"twin worker #{i + 1}"] = procs.rss_mib(pid)
     return found

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from controlplane.ca import private_dir
 from controlplane.resources import CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, Snapshot
 from controlplane.store import CHANGED, SnapshotStore
 
@@ -221,11 +223,13 @@ class SdsServicer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[
 class XdsServer:
     """The gRPC server Envoy connects to: ADS (and SDS alone), plus gRPC health for operators.
 
+    It listens on a Unix socket only, 0600 in a folder made 0700: the stream hands out
+    Envoy's private key (SDS), so only the socket's owner (and root) may open one.
     Health is NOT_SERVING until the first snapshot exists, so a supervisor or a
     probe can tell "up" from "up and knows what Consul knows".
     """
 
-    def __init__(self, store: SnapshotStore, host: str, port: int, max_workers: int = 32) -> None:
+    def __init__(self, store: SnapshotStore, socket: Path, max_workers: int = 32) -> None:
         # Each Envoy holds one worker for its stream's lifetime.
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ads")
@@ -236,7 +240,18 @@ class XdsServer:
         self._health = health.HealthServicer()
         self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        self.socket = socket
+        # The folder first: until the chmod below the socket has the umask's mode, and
+        # the 0700 folder is what keeps others out meanwhile. gRPC replaces a stale
+        # socket left by a crash, and removes its own when it stops.
+        private_dir(socket.parent)
+        self._server.add_insecure_port(f"unix:{socket}")
+        socket.chmod(0o600)
+
+    @property
+    def target(self) -> str:
+        """The address a gRPC client dials: `unix:` and the socket's path."""
+        return f"unix:{self.socket}"
 
     def start(self) -> None:
         self._server.start()

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 
@@ -32,7 +33,7 @@ class ControlPlane:
     def __init__(self, config: ControlPlaneConfig) -> None:
         self.config = config
         self.store = SnapshotStore()
-        self.server = XdsServer(self.store, config.xds_host, config.xds_port)
+        self.server = XdsServer(self.store, config.xds_socket)
         self.watcher = ConsulWatcher(config, self._publish)
         ca = _mesh_ca(config)
         self.identity = _envoy_identity(config, ca)
@@ -47,11 +48,16 @@ class ControlPlane:
             self._renewers.append(self._renewer(self.signing.identity, lambda: None, "renew-ca"))
 
     @property
-    def port(self) -> int:
-        """The bound ADS port (the configured one, or the one picked for port 0)."""
-        return self.server.port
+    def socket(self) -> Path:
+        """ADS's Unix socket, where Envoy connects (its bootstrap's `pipe`)."""
+        return self.server.socket
 
     def start(self) -> None:
+        if self.config.ignored:
+            log.warning(
+                "ignored settings: ADS is served on XDS_SOCKET only (docs/trust.md)",
+                extra={"ignored": list(self.config.ignored)},
+            )
         self.server.start()
         if self.signing is not None:
             self.signing.start()
@@ -61,7 +67,7 @@ class ControlPlane:
         log.info(
             "serving",
             extra={
-                "xds_addr": f"{self.config.xds_host}:{self.port}",
+                "xds_socket": str(self.socket),
                 "consul": self.config.consul_addr,
                 "sds": self.identity is not None,
                 "ca_addr": self.config.ca_addr if self.signing is not None else None,

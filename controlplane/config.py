@@ -4,7 +4,8 @@
 |---|---|---|
 | `CONSUL_HTTP_ADDRS` | `CONSUL_HTTP_ADDR` | agents to watch, local first; one down: the next |
 | `CONSUL_HTTP_ADDR` | `127.0.0.1:8500` | one Consul agent's HTTP API (`http://` prefix allowed) |
-| `XDS_HOST` / `XDS_PORT` | `127.0.0.1` / `18000` | ADS bind address, wildcard ok (port `0`: any) |
+| `XDS_SOCKET` | `$MESH_VAR_DIR/xds/ads.sock` | ADS's Unix socket, 0600 in a 0700 folder |
+| `MESH_VAR_DIR` | `var` | the state folder, for XDS_SOCKET's default |
 | `MESH_CA_BIND_ADDR` | `MESH_CA_ADDR` | CA endpoint's bind address, apart from the dialed one |
 | `CONSUL_WAIT_SECONDS` | `30` | how long one blocking query may wait for a change |
 | `CONTROLPLANE_EXCLUDE` | `consul` | services in the catalog never turned into clusters |
@@ -19,6 +20,12 @@
 | `MESH_CA_ADDR` | (none) | where it serves `CertificateService` over TLS (needs `MESH_PKI_DIR`) |
 | `CONSUL_HTTP_TOKEN_FILE` | (none) | its Consul ACL token (read-only), read once at start |
 | `LOG_LEVEL` | `INFO` | |
+
+ADS carries Envoy's private key (SDS), so it is served on a Unix socket only, as
+Istio's agent serves its Envoy: the socket file's permissions decide who may connect,
+where any local process could reach a TCP port. There is no TCP option
+(`XDS_HOST`/`XDS_PORT` are gone: set, they are ignored and the start is logged with a
+warning naming them): Envoy runs next to its control plane on every host.
 """
 
 from __future__ import annotations
@@ -29,9 +36,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.resources import DEFAULT_POLICY, ClusterPolicy
-from services.runtime.config import ConfigError, consul_token, env_float, env_int, env_str
+from services.runtime.config import ConfigError, consul_token, env_float, env_str
 
-__all__ = ["ConfigError", "ControlPlaneConfig"]
+__all__ = ["ConfigError", "ControlPlaneConfig", "xds_socket"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# Settings of earlier versions that nothing reads any more (ADS over TCP).
+OBSOLETE = ("XDS_HOST", "XDS_PORT")
+# sockaddr_un's sun_path holds 108 bytes, the last a NUL: longer paths cannot be bound.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def xds_socket(env: Mapping[str, str]) -> Path:
+    """XDS_SOCKET, else `$MESH_VAR_DIR/xds/ads.sock`: the control plane binds it, Envoy's
+    bootstrap (envoy_bootstrap/render.py) names it, both from this one function."""
+    var_dir = env_str(env, "MESH_VAR_DIR", str(ROOT / "var"))
+    path = Path(env_str(env, "XDS_SOCKET", str(Path(var_dir) / "xds" / "ads.sock"))).resolve()
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(
+            f"XDS_SOCKET {path} is longer than a Unix socket path may be "
+            f"({MAX_SOCKET_PATH_BYTES} bytes): choose a shorter one"
+        )
+    return path
 
 
 def _names(raw: str) -> frozenset[str]:
@@ -49,8 +75,7 @@ class ControlPlaneConfig:
     consul_addr: str = "127.0.0.1:8500"
     # Every agent the watcher may ask, `consul_addr` first; empty means just that one.
     consul_addrs: tuple[str, ...] = ()
-    xds_host: str = "127.0.0.1"
-    xds_port: int = 18000
+    xds_socket: Path = ROOT / "var" / "xds" / "ads.sock"
     wait_seconds: float = 30.0
     # Every Consul call has a timeout: connecting must be quick even when a blocking
     # read may legitimately take `wait_seconds` plus Consul's jitter (wait / 16).
@@ -74,6 +99,8 @@ class ControlPlaneConfig:
     # Where the CA endpoint binds; empty: `ca_addr` (which its certificate names).
     ca_bind_addr: str = ""
     consul_token: str = field(default="", repr=False)
+    # OBSOLETE settings found in the environment: warned about at start.
+    ignored: tuple[str, ...] = ()
 
     @property
     def consul_agents(self) -> tuple[str, ...]:
@@ -94,8 +121,7 @@ class ControlPlaneConfig:
         return cls(
             consul_addr=addrs[0],
             consul_addrs=addrs,
-            xds_host=env_str(env, "XDS_HOST", cls.xds_host),
-            xds_port=env_int(env, "XDS_PORT", cls.xds_port),
+            xds_socket=xds_socket(env),
             wait_seconds=wait,
             exclude=_names(env_str(env, "CONTROLPLANE_EXCLUDE", "consul")),
             required=_names(env.get("CONTROLPLANE_SERVICES", "")),
@@ -112,6 +138,7 @@ class ControlPlaneConfig:
             ca_bind_addr=env_str(env, "MESH_CA_BIND_ADDR", ""),
             consul_token=consul_token(env),
             policy=ClusterPolicy(upstream_tls=_flag(env, "UPSTREAM_MTLS")),
+            ignored=tuple(name for name in OBSOLETE if env.get(name, "").strip()),
         )
 
 

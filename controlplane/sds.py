@@ -6,8 +6,9 @@ them with `sds_config: {ads: {}}`; a renewal is a new snapshot, and Envoy uses t
 certificate for new connections with no restart.
 
 `EnvoyIdentity` holds the current certificate and says when it is due; building the
-secrets is pure. The key is generated here and reaches Envoy over the ADS stream
-(loopback, same host): that stream is as sensitive as the key itself.
+secrets is pure. The key is made here, kept in memory only, and reaches Envoy over the
+ADS stream, which is as sensitive as the key itself: hence a Unix socket only its owner
+may open (ads.py's `XdsServer`), never a TCP port any local process could dial.
 """
 
 from __future__ import annotations

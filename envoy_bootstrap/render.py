@@ -22,6 +22,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 
 from contract import routes
+from controlplane.config import ConfigError, xds_socket
 from controlplane.rbac import rbac_filter
 from envoy_bootstrap import body_schema, mesh_tls, rate_limits
 from services.runtime.authz import PolicyError, load_policy
@@ -91,7 +92,8 @@ class Settings:
     edge: Address = Address("127.0.0.1", 8080)
     mesh: Address = Address("127.0.0.1", 15001)
     admin: Address = Address("127.0.0.1", 9901)
-    xds: Address = Address("127.0.0.1", 18000)
+    # The control plane's ADS socket (controlplane/config.py's XDS_SOCKET).
+    xds_socket: Path = ROOT / "var" / "xds" / "ads.sock"
     # Service name -> instance addresses; non-empty means no control plane.
     static: Mapping[str, tuple[Address, ...]] = field(default_factory=dict)
     descriptor: Path = ROOT / "generated" / "airline.pb"
@@ -136,8 +138,9 @@ class Settings:
 
         ENVOY_CONFIG (var/envoy.yaml: where the bootstrap is written); ENVOY_EDGE_ADDR,
         ENVOY_MESH_ADDR or MESH_ADDR, ENVOY_ADMIN_ADDR (127.0.0.1: 8080, 15001, 9901);
-        XDS_ADDR (127.0.0.1:XDS_PORT, 18000); ENVOY_STATIC_CLUSTERS (unset: ADS; else
-        `SERVICE=HOST:PORT[,HOST:PORT];...`); ENVOY_DESCRIPTOR (generated/airline.pb);
+        XDS_SOCKET (the control plane's ADS socket: $MESH_VAR_DIR/xds/ads.sock);
+        ENVOY_STATIC_CLUSTERS (unset: ADS; else `SERVICE=HOST:PORT[,HOST:PORT];...`);
+        ENVOY_DESCRIPTOR (generated/airline.pb);
         CORS_ORIGINS (comma-separated, exact); TOKEN_RATE_LIMIT, TOKEN_RATE_WINDOW_SECONDS,
         TOKEN_RATE_CLIENTS (10, 60, 10000); SIGNUP_RATE_LIMIT, SIGNUP_RATE_WINDOW_SECONDS
         (10, 60); RATELIMIT_ADDR (unset: this Envoy counts alone), RATELIMIT_DOMAIN
@@ -167,13 +170,12 @@ class Settings:
         if not descriptor.is_file():
             raise RenderError(f"descriptor set {descriptor} not found (run `make gen`)")
         workloads = routes.load(descriptor).workloads
-        xds_port = get(d.xds.port, "XDS_PORT")
         settings = cls(
             out=Path(get(d.out, "ENVOY_CONFIG")),
             edge=Address.parse(get("127.0.0.1:8080", "ENVOY_EDGE_ADDR")),
             mesh=Address.parse(get("127.0.0.1:15001", "ENVOY_MESH_ADDR", "MESH_ADDR")),
             admin=Address.parse(get("127.0.0.1:9901", "ENVOY_ADMIN_ADDR"), allow_zero=True),
-            xds=Address.parse(get(f"127.0.0.1:{xds_port}", "XDS_ADDR")),
+            xds_socket=_xds_socket(env),
             static=_static(
                 [e for e in get("", "ENVOY_STATIC_CLUSTERS").split(";") if e.strip()], workloads
             ),
@@ -225,6 +227,13 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
         if value:
             return value
     return None
+
+
+def _xds_socket(env: Mapping[str, str]) -> Path:
+    try:
+        return xds_socket(env)
+    except ConfigError as err:
+        raise RenderError(str(err)) from None
 
 
 def _static(entries: Sequence[str], workloads: Sequence[str]) -> dict[str, tuple[Address, ...]]:
@@ -459,8 +468,7 @@ def render(settings: Settings) -> str:
         "edge_self_host": settings.edge.reachable_host,
         "mesh_host": settings.mesh.host,
         "mesh_port": settings.mesh.port,
-        "xds_host": settings.xds.host,
-        "xds_port": settings.xds.port,
+        "xds_socket": json.dumps(str(settings.xds_socket)),
         "xff_num_trusted_hops": settings.xff_trusted_hops,
         "access_log_path": json.dumps(settings.access_log),
         "local_reply_mappers": json.dumps(local_reply_mappers()),

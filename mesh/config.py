@@ -30,7 +30,6 @@ class Ports:
     # The control plane's CA endpoint (CertificateService over TLS): MESH_CA_ADDR.
     ca: int = 18001
     admin: int = 9901
-    xds: int = 18000
     consul_http: int = 8500
     consul_dns: int = 8600
     consul_server: int = 8300
@@ -171,6 +170,13 @@ class MeshConfig:
     def token_file(self, name: str) -> Path:
         """The Consul ACL token of `name` (a service, `controlplane`, `operator`), 0600."""
         return self.path("tokens", f"{name}.token")
+
+    @property
+    def xds_socket(self) -> Path:
+        """The control plane's ADS socket, which this host's Envoy connects to (0600 in a
+        0700 folder: the stream carries Envoy's key). In the host's own folder, so on
+        `make hosts-up` each host's Envoy reaches its own control plane only."""
+        return self.path("xds", "ads.sock")
 
     @property
     def pki_dir(self) -> Path:

@@ -23,7 +23,7 @@ def write(cfg: MeshConfig, env: Mapping[str, str] | None = None) -> Path:
         "ENVOY_EDGE_ADDR": cfg.bind(p.edge),
         "ENVOY_MESH_ADDR": cfg.bind(p.mesh),
         "ENVOY_ADMIN_ADDR": cfg.local(p.admin),
-        "XDS_ADDR": cfg.dial(p.xds),
+        "XDS_SOCKET": str(cfg.xds_socket),
         "ENVOY_DESCRIPTOR": str(ROOT / "generated" / "airline.pb"),
         "CORS_ORIGINS": cfg.cors_origins,
         "TOKEN_RATE_LIMIT": str(cfg.token_rate_limit),

@@ -219,8 +219,7 @@ def _controlplane(cfg: MeshConfig) -> str:
     env = {
         "CONSUL_HTTP_ADDR": cfg.consul_addr,
         "CONSUL_HTTP_ADDRS": ",".join(cfg.consul_addrs or (cfg.consul_addr,)),
-        "XDS_HOST": cfg.host,
-        "XDS_PORT": str(cfg.ports.xds),
+        "XDS_SOCKET": str(cfg.xds_socket),
         "CONTROLPLANE_SERVICES": ",".join(cfg.services),
         # The rate limit service's token may register its name: never a cluster over
         # CDS beside (and clashing with) the edge's static `ratelimit` cluster.

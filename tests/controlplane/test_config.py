@@ -1,16 +1,17 @@
 """The control plane's configuration from the environment."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from controlplane.config import ConfigError, ControlPlaneConfig
+from controlplane.config import ROOT, ConfigError, ControlPlaneConfig, xds_socket
 
 
 def test_defaults_match_the_documented_addresses() -> None:
     config = ControlPlaneConfig.from_env({})
     assert config.consul_addr == "127.0.0.1:8500"
-    assert (config.xds_host, config.xds_port) == ("127.0.0.1", 18000)
+    assert config.xds_socket == ROOT / "var" / "xds" / "ads.sock"
     assert config.exclude == frozenset({"consul"})
     assert config.required == frozenset()
 
@@ -19,17 +20,36 @@ def test_environment_overrides_the_defaults() -> None:
     config = ControlPlaneConfig.from_env(
         {
             "CONSUL_HTTP_ADDR": "http://10.0.0.5:8500/",
-            "XDS_PORT": "0",
+            "XDS_SOCKET": "/run/airline/ads.sock",
             "CONSUL_WAIT_SECONDS": "5",
             "CONTROLPLANE_SERVICES": "user-svc, booking-svc",
             "CONTROLPLANE_EXCLUDE": "consul,nomad",
         }
     )
     assert config.consul_addr == "10.0.0.5:8500"
-    assert config.xds_port == 0
+    assert config.xds_socket == Path("/run/airline/ads.sock")
     assert config.wait_seconds == 5.0
     assert config.required == frozenset({"user-svc", "booking-svc"})
     assert config.exclude == frozenset({"consul", "nomad"})
+
+
+def test_the_ads_socket_lives_in_the_state_folder_for_both_sides() -> None:
+    """The control plane binds and Envoy's bootstrap names the same default socket."""
+    env = {"MESH_VAR_DIR": "/srv/mesh"}
+    assert ControlPlaneConfig.from_env(env).xds_socket == Path("/srv/mesh/xds/ads.sock")
+    assert xds_socket(env) == Path("/srv/mesh/xds/ads.sock")
+
+
+def test_the_old_tcp_settings_open_no_port_and_are_named_as_ignored() -> None:
+    """XDS_HOST and XDS_PORT are gone: set, they change nothing but a warning at start."""
+    config = ControlPlaneConfig.from_env({"XDS_HOST": "0.0.0.0", "XDS_PORT": "18000"})
+    assert config.ignored == ("XDS_HOST", "XDS_PORT")
+    assert dataclasses.replace(config, ignored=()) == ControlPlaneConfig.from_env({})
+
+
+def test_a_socket_path_too_long_to_bind_is_refused_saying_why() -> None:
+    with pytest.raises(ConfigError, match="longer than a Unix socket path"):
+        ControlPlaneConfig.from_env({"XDS_SOCKET": "/srv/" + "x" * 110})
 
 
 def test_read_timeout_outlasts_the_longest_blocking_query() -> None:

@@ -98,7 +98,7 @@ def test_envoy_that_connects_later_gets_the_current_state(
     consul.register(name, f"{name}-1", instance.port)
     wait_for(lambda: envoy.hosts(name) == {instance.port: HEALTHY}, f"{name} in first envoy")
 
-    second = Envoy(tmp_path / "second-envoy", control_plane.port)
+    second = Envoy(tmp_path / "second-envoy", control_plane.socket)
     try:
         # Envoy reports ready only once its first CDS and EDS answers are applied.
         assert second.hosts(name) == {instance.port: HEALTHY}

@@ -28,13 +28,13 @@ GOOD = {"good-svc": (Instance("good-1", "127.0.0.1", 1),)}
 
 
 @pytest.fixture
-def ads() -> Iterator[tuple[SnapshotStore, int]]:
-    """An ADS server on a free port, and the store that feeds it."""
+def ads(tmp_path: Path) -> Iterator[tuple[SnapshotStore, Path]]:
+    """An ADS server on its own socket, and the store that feeds it."""
     store = SnapshotStore()
-    server = XdsServer(store, "127.0.0.1", 0)
+    server = XdsServer(store, tmp_path / "xds" / "ads.sock")
     server.start()
     try:
-        yield store, server.port
+        yield store, server.socket
     finally:
         server.stop(0.5)
 
@@ -66,13 +66,13 @@ def cluster_versions(envoy: Envoy) -> dict[str, str]:
 
 
 def test_rejected_snapshot_is_not_resent_and_envoy_keeps_the_last_good_one(
-    ads: tuple[SnapshotStore, int], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ads: tuple[SnapshotStore, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="controlplane")
-    store, port = ads
+    store, socket = ads
     good = make_snapshot(GOOD)
     store.set(good)
-    envoy = Envoy(tmp_path / "envoy", port)
+    envoy = Envoy(tmp_path / "envoy", socket)
     try:
         good_version = good.versions[CLUSTER_TYPE]
         wait_for(lambda: cluster_versions(envoy) == {"good-svc": good_version}, "good clusters")

@@ -61,8 +61,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
-    control_plane = ControlPlane(control_plane_config(consul.http_addr, pki_dir=pki))
+def plane(
+    consul: ConsulAgent, pki: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    ads_socket = tmp_path_factory.mktemp("xds") / "ads.sock"
+    config = control_plane_config(consul.http_addr, pki_dir=pki, xds_socket=ads_socket)
+    control_plane = ControlPlane(config)
     control_plane.start()
     try:
         yield control_plane
@@ -72,7 +76,7 @@ def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def sds_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.port, SDS_BOOTSTRAP)
+    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP)
     try:
         yield proxy
     finally:

@@ -51,9 +51,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
+def plane(
+    consul: ConsulAgent, pki: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
     config = control_plane_config(
-        consul.http_addr, pki_dir=pki, policy=ClusterPolicy(upstream_tls=True)
+        consul.http_addr,
+        pki_dir=pki,
+        policy=ClusterPolicy(upstream_tls=True),
+        xds_socket=tmp_path_factory.mktemp("xds") / "ads.sock",
     )
     control_plane = ControlPlane(config)
     control_plane.start()
@@ -65,7 +70,7 @@ def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def mtls_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("mtls-envoy"), plane.port)
+    proxy = Envoy(tmp_path_factory.mktemp("mtls-envoy"), plane.socket)
     try:
         yield proxy
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.controlplane.conftest import (
     ROOT,
@@ -23,8 +23,9 @@ from tests.controlplane.conftest import (
     GrpcInstance,
     stop_process,
     unique_name,
-    wait_for,
 )
+from tests.controlplane.xds_probe import health_of, private_keys_served, tcp_ports_listened_on_by
+from tests.support import free_ports, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +44,22 @@ class Running:
         return next((line for line in self.lines() if line["event"] == name), None)
 
     @property
-    def xds_addr(self) -> str:
-        return str(wait_for(lambda: self.event("serving"), "the serving line")["xds_addr"])
+    def xds_socket(self) -> Path:
+        return Path(wait_for(lambda: self.event("serving"), "the serving line")["xds_socket"])
+
+    @property
+    def xds_target(self) -> str:
+        return f"unix:{self.xds_socket}"
 
 
 @pytest.fixture
 def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
-    env = dict(os.environ, CONSUL_HTTP_ADDR=consul.http_addr, XDS_PORT="0", CONSUL_WAIT_SECONDS="1")
+    env = dict(
+        os.environ,
+        CONSUL_HTTP_ADDR=consul.http_addr,
+        XDS_SOCKET=str(tmp_path / "xds" / "ads.sock"),
+        CONSUL_WAIT_SECONDS="1",
+    )
     log_path = tmp_path / "controlplane.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -65,19 +75,8 @@ def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Runni
         stop_process(process)
 
 
-def health_of(addr: str) -> int | None:
-    with grpc.insecure_channel(addr) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2
-            )
-        except grpc.RpcError:
-            return None
-        return answer.status  # type: ignore[no-any-return]
-
-
 def test_serves_once_it_has_read_consul(control_plane_process: Running) -> None:
-    addr = control_plane_process.xds_addr
+    addr = control_plane_process.xds_target
     serving = health_pb2.HealthCheckResponse.SERVING
     wait_for(lambda: health_of(addr) == serving, "control plane health SERVING")
     assert control_plane_process.event("snapshot") is not None
@@ -91,8 +90,7 @@ def test_envoy_learns_consul_services_from_the_process(
 ) -> None:
     name, instance = unique_name("main"), instances()
     consul.register(name, f"{name}-1", instance.port)
-    port = int(control_plane_process.xds_addr.rsplit(":", 1)[1])
-    envoy = Envoy(tmp_path / "envoy", port)
+    envoy = Envoy(tmp_path / "envoy", control_plane_process.xds_socket)
     try:
         wait_for(lambda: envoy.hosts(name) == {instance.port: "HEALTHY"}, f"{name} in envoy")
     finally:
@@ -100,7 +98,7 @@ def test_envoy_learns_consul_services_from_the_process(
 
 
 def test_sigterm_stops_it_cleanly_with_json_logs(control_plane_process: Running) -> None:
-    addr = control_plane_process.xds_addr
+    addr = control_plane_process.xds_target
     wait_for(lambda: health_of(addr) is not None, "the ADS server to answer")
     control_plane_process.process.send_signal(signal.SIGTERM)
     assert control_plane_process.process.wait(10) == 0
@@ -108,3 +106,72 @@ def test_sigterm_stops_it_cleanly_with_json_logs(control_plane_process: Running)
     assert events[-1] == "stopped"
     assert events.index("signal") < events.index("stopping")
     assert all(line["service"] == "controlplane" for line in control_plane_process.lines())
+
+
+@pytest.fixture
+def with_ca(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
+    """The control plane as `make up` runs it: the mesh CA, Envoy's identity over SDS,
+    the CA endpoint; the old TCP settings for ADS still in its environment."""
+    env = dict(
+        os.environ,
+        CONSUL_HTTP_ADDR=consul.http_addr,
+        CONSUL_WAIT_SECONDS="1",
+        MESH_PKI_DIR=str(tmp_path / "pki"),
+        MESH_CA_ADDR=f"127.0.0.1:{free_ports(1)[0]}",
+        XDS_SOCKET=str(tmp_path / "xds" / "ads.sock"),
+        XDS_HOST="127.0.0.1",
+        XDS_PORT="0",
+    )
+    log_path = tmp_path / "controlplane.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controlplane"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        running = Running(process, log_path)
+        wait_for(lambda: running.event("snapshot"), "the first snapshot", 20)
+        yield running
+    finally:
+        stop_process(process)
+
+
+def test_no_tcp_port_of_the_control_plane_hands_out_envoys_key(
+    with_ca: Running, tmp_path: Path
+) -> None:
+    """A local process asking every port it listens on for `mesh-identity`, as Envoy would,
+    in plaintext and over TLS, gets no key."""
+    ports = tcp_ports_listened_on_by(with_ca.process.pid)
+    ca_pem = (tmp_path / "pki" / "ca.pem").read_bytes()
+    served = {
+        (port, "tls" if ca else "plaintext"): private_keys_served(f"127.0.0.1:{port}", ca_pem=ca)
+        for port in ports
+        for ca in (None, ca_pem)
+    }
+    assert ports  # the CA endpoint at least: the probe looked somewhere
+    warning = with_ca.event("ignored settings: ADS is served on XDS_SOCKET only (docs/trust.md)")
+    assert warning is not None
+    assert warning["ignored"] == ["XDS_HOST", "XDS_PORT"]
+    # Where a key was served, not the key: a failure must not print one.
+    assert [where for where, keys in served.items() if keys] == []
+
+
+def test_envoys_key_is_served_on_a_socket_only_its_owner_may_open(with_ca: Running) -> None:
+    """The same request over the socket gets the key (the probe above would see one), and
+    the socket is 0600 in a 0700 folder: other users cannot connect (root still can)."""
+    socket = with_ca.xds_socket
+    assert stat.S_ISSOCK(socket.stat().st_mode)
+    assert stat.S_IMODE(socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o700
+    assert len(private_keys_served(with_ca.xds_target)) == 1
+
+
+def test_stopping_removes_the_socket(control_plane_process: Running) -> None:
+    socket = control_plane_process.xds_socket
+    wait_for(lambda: health_of(control_plane_process.xds_target) is not None, "ADS to answer")
+    control_plane_process.process.send_signal(signal.SIGTERM)
+    assert control_plane_process.process.wait(10) == 0
+    assert not socket.exists()

@@ -39,7 +39,8 @@ def test_the_default_ads_bootstrap_is_valid(tmp_path: Path) -> None:
     assert "port_value: 8080" in text
     assert "port_value: 15001" in text
     assert "port_value: 9901" in text
-    assert "port_value: 18000" in text  # the control plane's default XDS_PORT
+    # The control plane's default ADS socket (XDS_SOCKET), never a TCP port.
+    assert f'pipe: {{path: "{ROOT / "var" / "xds" / "ads.sock"}"}}' in text
 
 
 def test_the_static_bootstrap_is_valid_and_has_no_ads(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     env = {
         "ENVOY_EDGE_ADDR": "0.0.0.0:18080",
         "MESH_ADDR": "127.0.0.1:25001",
-        "XDS_ADDR": "10.0.0.5:19000",
+        "XDS_SOCKET": "/run/airline/ads.sock",
         "TOKEN_RATE_LIMIT": "7",
         "SIGNUP_RATE_LIMIT": "4",
         "SIGNUP_RATE_WINDOW_SECONDS": "90",
@@ -85,7 +86,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert "address: 0.0.0.0, port_value: 18080" in text
     assert "uri: http://127.0.0.1:18080/v1/auth/jwks" in text  # the edge fetches from itself
     assert "port_value: 25001" in text
-    assert "address: 10.0.0.5, port_value: 19000" in text
+    assert 'pipe: {path: "/run/airline/ads.sock"}' in text
     assert "max_tokens: 7" in text
     assert "max_tokens: 4" in text  # POST /v1/users
     assert "fill_interval: 90s" in text

@@ -60,7 +60,7 @@ def second_edge(limited: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
     config = proxy.render(
         {},
         env={
-            "XDS_ADDR": f"127.0.0.1:{ports.xds}",
+            "XDS_SOCKET": str(limited.var_dir / "xds" / "ads.sock"),
             "RATELIMIT_ADDR": f"127.0.0.1:{ports.ratelimit}",
             "ENVOY_NODE_ID": "airline-envoy-second",
             # An edge of the mesh: its SDS identity, which the rate limit service asks for.

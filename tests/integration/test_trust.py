@@ -22,6 +22,11 @@ from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from controlplane.ca import MeshCA
 from services.runtime.certificates import CaEndpoint, WorkloadIdentity
 from services.runtime.identity import Credentials
+from tests.controlplane.xds_probe import (
+    pid_listening_on,
+    private_keys_served,
+    tcp_ports_listened_on_by,
+)
 from tests.integration.conftest import Mesh, running_mesh
 from tests.integration.rest import PASSWORD
 from tests.support import wait_for
@@ -249,6 +254,26 @@ def _served_serial(mesh: Mesh, port: int) -> int:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_no_tcp_port_of_the_control_plane_hands_out_envoys_key(mesh: Mesh) -> None:
+    """`make up`'s control plane serves ADS (and Envoy's key) on its 0600 socket only:
+    asked for `mesh-identity` on every TCP port it listens on, it hands out nothing."""
+    pid = pid_listening_on(mesh.ports.ca)
+    assert pid is not None
+    ca_pem = (mesh.pki / "ca.pem").read_bytes()
+    ports = tcp_ports_listened_on_by(pid)
+    assert mesh.ports.ca in ports
+    served = [
+        port
+        for port in ports
+        for ca in (None, ca_pem)
+        if private_keys_served(f"127.0.0.1:{port}", ca_pem=ca)
+    ]
+    assert served == []
+    socket_path = mesh.var_dir / "xds" / "ads.sock"
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,11 @@ import grpc
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from airline.mesh.v1 import certificate_pb2, certificate_pb2_grpc
 from contract import routes
 from controlplane.app import SigningServer
 from controlplane.ca import MeshCA
@@ -154,3 +158,36 @@ def test_the_ca_endpoint_refuses_plaintext(signing: tuple[SigningServer, bytes])
         pytest.raises(grpc.FutureTimeoutError),
     ):
         grpc.channel_ready_future(channel).result(timeout=1)
+
+
+def test_a_user_svc_token_asking_for_booking_svc_gets_a_user_svc_certificate(
+    signing: tuple[SigningServer, bytes], tokens: dict[str, str]
+) -> None:
+    """The CSR's subject and SANs name booking-svc; the certificate names the token's
+    service, user-svc, and nothing of what the request asked for."""
+    server, ca_pem = signing
+    key = ec.generate_private_key(ec.SECP256R1())
+    wanted = "spiffe://airline.local/svc/booking-svc"
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "booking-svc")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(wanted)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    request = certificate_pb2.SignCertificateRequest(
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    with grpc.secure_channel(f"127.0.0.1:{server.port}", creds) as channel:
+        answer = certificate_pb2_grpc.CertificateServiceStub(channel).SignCertificate(
+            request, timeout=5, metadata=(("x-consul-token", tokens["user-svc"]),)
+        )
+    cert = x509.load_pem_x509_certificate(answer.certificate_chain_pem.encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://airline.local/svc/user-svc"
+    ]
+    assert "booking-svc" not in cert.subject.rfc4514_string()
+    assert cert.public_key() == key.public_key()
