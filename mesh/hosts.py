@@ -46,7 +46,9 @@ DATABASE_ROLES = ("consul-client", "postgres", "redis")
 LIGHT_SERVICE_ENV = {"BCRYPT_COST": "4", "PREDICT_TRAIN_ROWS": "20000", "BOOKING_SEED_DAYS": "2"}
 # The benchmarking range (RFC 2544): routed nowhere, so it can clash with nothing real.
 DEFAULT_SUBNET = "198.18.0.0/24"
-CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
+# What the provisioner issues to servers (Consul agents, PostgreSQL, Redis): renewed by
+# provisioning again, long before it ends.
+SERVER_CERT_LIFETIME = datetime.timedelta(days=30)
 STOP_TIMEOUT_SECONDS = 90.0
 
 
@@ -251,7 +253,7 @@ def _provision_pki(config: HostsConfig, hosts: list[Host]) -> None:
             private_dir(pki / "ca")
             for name in ("ca.pem", "ca-key.pem"):
                 write_private(pki / "ca" / name, (root_dir / name).read_bytes())
-        checks = root.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
+        checks = root.issue("consul-health", lifetime=SERVER_CERT_LIFETIME)
         write_credentials(checks, pki / "consul")
         write_private(host.cfg.path("consul-tls.hcl"), supervisord.consul_tls(host.cfg).encode())
 
@@ -260,7 +262,10 @@ def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:
     """The database host's cluster, roles and databases; each app host gets the
     pgpass files of its services, written into its own folder."""
     db = next(h for h in hosts if not h.is_app)
-    postgres.prepare(db.cfg, clients=str(config.subnet))
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    # verify-full: the certificate names the address the services dial.
+    server = root.issue("postgres", ip_addresses=[db.address], lifetime=SERVER_CERT_LIFETIME)
+    postgres.prepare(db.cfg, clients=str(config.subnet), certificate=server)
     for host in hosts:
         if host.is_app:
             for service in host.cfg.services:
