@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
-from mesh import acl, envoy_config, netns, postgres, supervisord
+from mesh import acl, envoy_config, netns, postgres, redis_server, supervisord
 from mesh.config import ROOT, MeshConfig
 from services.runtime.config import env_int, env_str
 
@@ -210,6 +210,7 @@ def up(config: HostsConfig) -> int:
     netns.create_network(config.bridge_ns, config.subnet, members)
     _provision_pki(config, hosts)
     _provision_database(config, hosts)
+    _provision_redis(config, hosts)
     for host in hosts:
         _render(host)
         _start_supervisord(host)
@@ -271,6 +272,19 @@ def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:
             for service in host.cfg.services:
                 secret = postgres.passfile(db.cfg, service).read_bytes()
                 write_private(postgres.passfile(host.cfg, service), secret)
+
+
+def _provision_redis(config: HostsConfig, hosts: list[Host]) -> None:
+    """Redis's certificate and ACL file (the password's hash) on the database host; the
+    password itself on each app host, for its rate limit service (mesh/redis_server.py)."""
+    db = next(h for h in hosts if not h.is_app)
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    server = root.issue("redis", ip_addresses=[db.address], lifetime=SERVER_CERT_LIFETIME)
+    password = redis_server.new_password()
+    redis_server.provision_server(db.cfg, server, password)
+    for host in hosts:
+        if host.is_app:
+            redis_server.provision_client(host.cfg, password)
 
 
 def _render(host: Host) -> None:

@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
 from controlplane.ca import MeshCA, private_dir, write_private
-from mesh import postgres
+from mesh import postgres, redis_server
 from mesh.config import MeshConfig, Ports
+from ratelimit import store
 from tests.postgres import PostgresMissing, _run_as
+from tests.ratelimit.redis_server import redis_binary
 from tests.support import free_ports, wait_for
 
 LOOPBACK = "127.0.0.1"
@@ -97,3 +100,51 @@ def _stop_postmaster(cfg: MeshConfig, process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+@contextmanager
+def tls_redis(root: MeshCA) -> Iterator[MeshConfig]:
+    """redis-server with `mesh.redis_server`'s flags (TLS only, the ACL user) and a
+    certificate from `root` for 127.0.0.1; the password provisioned as for an app host.
+    Yields the host's configuration (`redis_server.client_url` reaches it)."""
+    binary = redis_binary()
+    var_dir = var_dir_with_root(root)
+    cfg = database_host_config(var_dir, redis=free_ports(1)[0])
+    password = redis_server.new_password()
+    redis_server.provision_server(cfg, root.issue("redis", ip_addresses=[LOOPBACK]), password)
+    redis_server.provision_client(cfg, password)
+    command = (
+        f"{binary} --bind {LOOPBACK} --port {cfg.ports.redis} --save '' --appendonly no"
+        f" --dir {var_dir}{redis_server.server_args(cfg)}"
+    )
+    with (var_dir / "redis.log").open("ab") as log:
+        process = subprocess.Popen(shlex.split(command), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(cfg, process), "redis-server to answer over TLS", 15)
+        yield cfg
+    finally:
+        _stop(process)
+        subprocess.run(["rm", "-rf", str(var_dir)], check=False, timeout=60)
+
+
+def _answers(cfg: MeshConfig, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        pytest.fail(f"redis-server exited with {process.returncode}: see its log")
+    client = store.connect(redis_server.client_url(cfg), 0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to its PID; SIGKILL to it if it has not ended in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

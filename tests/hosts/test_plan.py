@@ -47,7 +47,10 @@ def test_app_host_binds_all_and_advertises_its_address(tmp_path: Path) -> None:
     assert text.count("-retry-join=") == 2
     # The database is on the database host, Redis too.
     assert "@198.18.0.2:15432/" in text
-    assert "redis://198.18.0.2:6380/0" in text
+    # ... reached over TLS only, against the mesh root, with a password from a file.
+    assert "sslmode=verify-full" in text
+    assert "rediss://ratelimit@198.18.0.2:6380/0?" in text
+    assert "password_file=" in text
     # Host-local listeners stay on loopback.
     assert 'GRPC_HOST="127.0.0.1"' in text  # the rate limit service
 
