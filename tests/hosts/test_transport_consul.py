@@ -105,6 +105,7 @@ def test_an_agent_without_a_mesh_certificate_cannot_use_rpc(
     name = f"client-{certificate}"
     agent = _client(binary, tmp_path, name, server, gossip_key, other)
     try:
+        wait_for(agent.answers, "the agent to start", 30)
         wait_for(lambda: server.members().get(name) == 1, "the agent to join the gossip", 30)
         wait_for(lambda: agent.members().get("server-1") == 1, "the agent to see the server", 30)
         answer = agent.get("/v1/catalog/nodes")
@@ -114,3 +115,30 @@ def test_an_agent_without_a_mesh_certificate_cannot_use_rpc(
         assert answer.text.startswith("rpc error"), answer.text
     finally:
         agent.stop()
+
+
+def test_a_server_whose_certificate_does_not_name_a_consul_server_is_refused(
+    binary: str, root: MeshCA, gossip_key: str, tmp_path: Path
+) -> None:
+    """verify_server_hostname: an agent with a mesh certificate (a client's) that runs
+    as a server gets no RPC from agents: its certificate lacks server.dc1.consul."""
+    rogue_dir, client_dir = tmp_path / "rogue", tmp_path / "client"
+    rogue_dir.mkdir()
+    client_dir.mkdir()
+    tls = tls_file(rogue_dir, server=False, gossip_key=gossip_key, root=root)
+    rogue = Agent(binary, rogue_dir, "rogue-server", server=True, tls=tls)
+    rogue.start()
+    agent: Agent | None = None
+    try:
+        rogue.wait_for_leader()
+        agent = _client(binary, client_dir, "client-of-rogue", rogue, gossip_key, root)
+        joined = agent
+        wait_for(joined.answers, "the agent to start", 30)
+        wait_for(lambda: joined.members().get("rogue-server") == 1, "the agent to join", 30)
+        answer = agent.get("/v1/catalog/nodes")
+        assert answer.status_code == 500
+        assert "server.dc1.consul" in answer.text, answer.text
+    finally:
+        if agent is not None:
+            agent.stop()
+        rogue.stop()
