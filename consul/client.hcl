@@ -2,7 +2,9 @@
 # or five hosts of a larger deployment; docs/deploy.md). It forwards to the servers,
 # runs its local instances' health checks and answers its control plane's reads.
 # Per host, as flags: `-node`, `-bind`, `-client`, `-retry-join` (the servers), `-data-dir`;
-# with acl.hcl and the host's TLS file for checks, as on a server.
+# with acl.hcl and the host's consul-tls.hcl (its mesh certificate, the gossip key, TLS
+# on RPC), as on a server: without the key it cannot join, without the certificate
+# the servers refuse its RPC.
 
 server = false
 datacenter = "dc1"

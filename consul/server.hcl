@@ -2,8 +2,11 @@
 # runs it so; docs/deploy.md, on real machines). What differs per host comes as flags
 # or a file of that host's own, because it is that host's: `-node` (its name),
 # `-bind` (its address), `-client` (loopback and its address), `-retry-join` (each
-# other server's address), `-data-dir`. ACLs come from acl.hcl beside this file, TLS
-# for the checks from the host's consul-tls.hcl (rendered by mesh/supervisord.py).
+# other server's address), `-data-dir`. ACLs come from acl.hcl beside this file; the
+# host's consul-tls.hcl (0600, rendered by mesh/hosts.py) holds what is the host's own
+# and secret: its certificate from the mesh CA (for checks, and for RPC, where a
+# server's names server.dc1.consul), the cluster's gossip key (`encrypt`) and
+# verify_incoming / verify_outgoing / verify_server_hostname (docs/deploy.md).
 # Reference: https://developer.hashicorp.com/consul/docs/v1.8.x/agent/options
 
 server = true

@@ -17,10 +17,12 @@ namespaces, deletes the namespaces (their links go with them) and checks nothing
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import datetime
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -33,8 +35,14 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
-from mesh import acl, envoy_config, netns, postgres, supervisord
+from controlplane.ca import (
+    IssuedCertificate,
+    MeshCA,
+    private_dir,
+    write_credentials,
+    write_private,
+)
+from mesh import acl, envoy_config, netns, postgres, redis_server, supervisord
 from mesh.config import ROOT, MeshConfig
 from services.runtime.config import env_int, env_str
 
@@ -46,8 +54,14 @@ DATABASE_ROLES = ("consul-client", "postgres", "redis")
 LIGHT_SERVICE_ENV = {"BCRYPT_COST": "4", "PREDICT_TRAIN_ROWS": "20000", "BOOKING_SEED_DAYS": "2"}
 # The benchmarking range (RFC 2544): routed nowhere, so it can clash with nothing real.
 DEFAULT_SUBNET = "198.18.0.0/24"
-CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
+# What the provisioner issues to servers (Consul agents, PostgreSQL, Redis): renewed by
+# provisioning again, long before it ends.
+SERVER_CERT_LIFETIME = datetime.timedelta(days=30)
 STOP_TIMEOUT_SECONDS = 90.0
+# consul/server.hcl's and client.hcl's datacenter; a server's certificate names
+# server.<datacenter>.consul (verify_server_hostname).
+CONSUL_DATACENTER = "dc1"
+CONSUL_SERVER_NAME = f"server.{CONSUL_DATACENTER}.consul"
 
 
 @dataclass(frozen=True)
@@ -207,7 +221,9 @@ def up(config: HostsConfig) -> int:
     print(f"hosts up: namespaces {config.prefix}-* on {config.subnet}")
     netns.create_network(config.bridge_ns, config.subnet, members)
     _provision_pki(config, hosts)
+    _provision_consul(config, hosts)
     _provision_database(config, hosts)
+    _provision_redis(config, hosts)
     for host in hosts:
         _render(host)
         _start_supervisord(host)
@@ -251,21 +267,79 @@ def _provision_pki(config: HostsConfig, hosts: list[Host]) -> None:
             private_dir(pki / "ca")
             for name in ("ca.pem", "ca-key.pem"):
                 write_private(pki / "ca" / name, (root_dir / name).read_bytes())
-        checks = root.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
-        write_credentials(checks, pki / "consul")
-        write_private(host.cfg.path("consul-tls.hcl"), supervisord.consul_tls(host.cfg).encode())
+
+
+def _provision_consul(config: HostsConfig, hosts: list[Host]) -> None:
+    """The cluster's gossip key (made here, kept 0600) and each agent's certificate and
+    TLS file: what lets an agent join the cluster and speak RPC to its servers."""
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    key_file = config.provision_dir / "consul-gossip.key"
+    if not key_file.exists():
+        write_private(key_file, new_gossip_key().encode())
+    gossip_key = key_file.read_text().strip()
+    for host in hosts:
+        write_credentials(consul_certificate(root, host.cfg), host.cfg.pki_dir / "consul")
+        text = supervisord.consul_tls(host.cfg) + consul_transport(gossip_key)
+        write_private(host.cfg.path("consul-tls.hcl"), text.encode())
+
+
+def new_gossip_key() -> str:
+    """A random 32-byte key, base64 (what `consul keygen` makes)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def consul_certificate(root: MeshCA, cfg: MeshConfig) -> IssuedCertificate:
+    """An agent's one certificate: identity `consul-health` (its checks present it) and,
+    on a server, the name every agent checks before it speaks RPC to a server
+    (verify_server_hostname): a client agent's certificate cannot pass for a server's."""
+    names = [CONSUL_SERVER_NAME] if cfg.consul_server else []
+    return root.issue("consul-health", dns_names=names, lifetime=SERVER_CERT_LIFETIME)
+
+
+def consul_transport(gossip_key: str) -> str:
+    """The part of an agent's TLS file that secures what crosses hosts (Consul 1.8)."""
+    return f"""
+# Gossip (Serf, 8301 TCP and UDP) encrypted and authenticated with the cluster's key:
+# an agent without it can neither join nor read membership. Made per cluster by the
+# provisioner; this file is 0600.
+encrypt = "{gossip_key}"
+
+# RPC (8300: agents to servers, servers to servers) over TLS both ways, with the
+# certificates above from the mesh CA: a peer without one is refused, and a server
+# must prove the name {CONSUL_SERVER_NAME}. The HTTP API is not covered (no https port).
+# Reference: https://developer.hashicorp.com/consul/docs/v1.8.x/agent/options#verify_incoming
+verify_incoming        = true
+verify_outgoing        = true
+verify_server_hostname = true
+"""
 
 
 def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:
     """The database host's cluster, roles and databases; each app host gets the
     pgpass files of its services, written into its own folder."""
     db = next(h for h in hosts if not h.is_app)
-    postgres.prepare(db.cfg, clients=str(config.subnet))
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    # verify-full: the certificate names the address the services dial.
+    server = root.issue("postgres", ip_addresses=[db.address], lifetime=SERVER_CERT_LIFETIME)
+    postgres.prepare(db.cfg, clients=str(config.subnet), certificate=server)
     for host in hosts:
         if host.is_app:
             for service in host.cfg.services:
                 secret = postgres.passfile(db.cfg, service).read_bytes()
                 write_private(postgres.passfile(host.cfg, service), secret)
+
+
+def _provision_redis(config: HostsConfig, hosts: list[Host]) -> None:
+    """Redis's certificate and ACL file (the password's hash) on the database host; the
+    password itself on each app host, for its rate limit service (mesh/redis_server.py)."""
+    db = next(h for h in hosts if not h.is_app)
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    server = root.issue("redis", ip_addresses=[db.address], lifetime=SERVER_CERT_LIFETIME)
+    password = redis_server.new_password()
+    redis_server.provision_server(db.cfg, server, password)
+    for host in hosts:
+        if host.is_app:
+            redis_server.provision_client(host.cfg, password)
 
 
 def _render(host: Host) -> None:

@@ -16,7 +16,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 
-from mesh import postgres
+from mesh import postgres, redis_server
 from mesh.acl import RATELIMIT
 from mesh.config import ROOT, MeshConfig
 
@@ -190,7 +190,7 @@ def _redis(cfg: MeshConfig, *, autostart: bool = False) -> str:
     protected = "yes" if cfg.host in ("127.0.0.1", "::1") else "no"
     command = (
         f"{binary} --bind {cfg.host} --port {cfg.ports.redis} --protected-mode {protected}"
-        f" --save '' --appendonly no --dir {cfg.var_dir}"
+        f" --save '' --appendonly no --dir {cfg.var_dir}{redis_server.server_args(cfg)}"
     )
     return _program("redis", command, cfg, priority=15, autostart=autostart)
 
@@ -203,7 +203,7 @@ def _ratelimit(cfg: MeshConfig) -> str:
         "METRICS_PORT": "0",
         # Not registered in Consul: the control plane would make a cluster of it
         # beside the edge's static one (docs/ratelimit.md: why static).
-        "REDIS_URL": f"redis://{cfg.redis_host or cfg.advertise_host}:{cfg.ports.redis}/0",
+        "REDIS_URL": redis_server.client_url(cfg),
         # A workload like the services: its certificate (identity `ratelimit`) from the
         # CA endpoint, proving the name with its own token; mutual TLS only, and the
         # policy lets only the edge ask it (docs/trust.md).

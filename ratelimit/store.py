@@ -8,6 +8,8 @@ hash tag ({...}) so that a descriptor's windows stay in one slot of a Redis clus
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -51,7 +53,22 @@ class Counter:
 
 
 def connect(url: str, timeout_seconds: float) -> redis.Redis:
-    """A client (with its own connection pool) whose every call ends within the timeout."""
+    """A client (with its own connection pool) whose every call ends within the timeout.
+
+    A `password_file=PATH` query parameter names a file holding the password (as
+    libpq's passfile): the password is then in no URL, environment or log line.
+    `rediss://` URLs speak TLS, with redis-py's `ssl_*` parameters (the CA to trust).
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    files = [value for key, value in query if key == "password_file"]
+    rest = urlunsplit(
+        parts._replace(query=urlencode([(k, v) for k, v in query if k != "password_file"]))
+    )
+    password = Path(files[-1]).read_text().strip() if files else None
     return redis.Redis.from_url(
-        url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        rest,
+        password=password,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
     )

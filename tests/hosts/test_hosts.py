@@ -252,6 +252,9 @@ def _booking_rows(client: NetnsClient, cluster: Cluster, prefix: str) -> dict[st
             user="booking_svc",
             passfile=str(passfile),
             connect_timeout=5,
+            # As the services do: TLS, the server's certificate checked against the root.
+            sslmode="verify-full",
+            sslrootcert=str(Path(cluster.document["provision_dir"], "ca", "ca.pem")),
         ) as conn:
             found = conn.execute(
                 "SELECT request_id, booking_id FROM bookings WHERE request_id LIKE %s",

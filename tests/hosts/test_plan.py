@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from controlplane.ca import MeshCA
 from mesh import supervisord
-from mesh.hosts import HostsConfig
+from mesh.config import MeshConfig
+from mesh.hosts import CONSUL_SERVER_NAME, HostsConfig, consul_certificate, new_gossip_key
 from services.runtime.config import ConfigError
 
 
@@ -47,7 +51,10 @@ def test_app_host_binds_all_and_advertises_its_address(tmp_path: Path) -> None:
     assert text.count("-retry-join=") == 2
     # The database is on the database host, Redis too.
     assert "@198.18.0.2:15432/" in text
-    assert "redis://198.18.0.2:6380/0" in text
+    # ... reached over TLS only, against the mesh root, with a password from a file.
+    assert "sslmode=verify-full" in text
+    assert "rediss://ratelimit@198.18.0.2:6380/0?" in text
+    assert "password_file=" in text
     # Host-local listeners stay on loopback.
     assert 'GRPC_HOST="127.0.0.1"' in text  # the rate limit service
 
@@ -70,3 +77,23 @@ def test_fewer_than_three_app_hosts_is_refused(tmp_path: Path) -> None:
 def test_a_prefix_that_would_not_fit_an_interface_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="HOSTS_PREFIX"):
         _config(tmp_path, HOSTS_PREFIX="far-too-long-prefix")
+
+
+def test_only_a_server_agent_certificate_names_a_consul_server(tmp_path: Path) -> None:
+    """verify_server_hostname: a client agent's certificate cannot pass for a server's."""
+    root = MeshCA.create()
+    db, app = _config(tmp_path).plan()[:2]
+
+    def dns_names(cfg: MeshConfig) -> list[str]:
+        cert = x509.load_pem_x509_certificate(consul_certificate(root, cfg).cert_pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return sans.get_values_for_type(x509.DNSName)
+
+    assert dns_names(app.cfg) == [CONSUL_SERVER_NAME]
+    assert dns_names(db.cfg) == []
+
+
+def test_the_gossip_key_is_32_random_bytes() -> None:
+    keys = {new_gossip_key() for _ in range(2)}
+    assert len(keys) == 2
+    assert all(len(base64.b64decode(key)) == 32 for key in keys)
