@@ -51,6 +51,27 @@ CREATED_METHODS = frozenset(
 )
 NO_CONTENT_METHODS = frozenset({"airline.user.v1.UserService/DeleteUser"})
 
+# Methods the edge limits per client address, by their limit's name (a table of
+# ratelimit/limits.toml; envoy_bootstrap/rate_limits.py): guessing a password and
+# signing up cost a bcrypt hash each. Rendered as a route of their own on the edge.
+RATE_LIMITED_METHODS: Mapping[str, str] = {
+    "airline.auth.v1.AuthService/CreateToken": "create_token",
+    "airline.user.v1.UserService/CreateUser": "create_user",
+}
+
+# Methods that may run twice (reads; CreateBooking is idempotent by its request_id):
+# the edge retries them on a reset too, as when an instance's host dies with the call
+# on its connection. Any other method may have run when its connection reset.
+RETRIED_ON_RESET_METHODS = frozenset(
+    {
+        "airline.booking.v1.BookingService/ListFlights",
+        "airline.booking.v1.BookingService/GetFlight",
+        "airline.booking.v1.BookingService/CreateBooking",
+        "airline.booking.v1.BookingService/ListBookings",
+        "airline.booking.v1.BookingService/GetBooking",
+    }
+)
+
 _VERBS = ("get", "put", "post", "delete", "patch")
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 
@@ -80,13 +101,28 @@ class Route:
     @property
     def open(self) -> bool:
         """True where a token is optional (API.md's "anyone")."""
-        return f"{self.service}/{self.method}" in OPEN_METHODS
+        return self.name in OPEN_METHODS
+
+    @property
+    def name(self) -> str:
+        """`service/method`, as the method sets above spell it."""
+        return f"{self.service}/{self.method}"
 
     @property
     def success_status(self) -> int:
         """The HTTP status of a success: 201 for creates, 204 for deletes, else 200."""
-        name = f"{self.service}/{self.method}"
-        return 201 if name in CREATED_METHODS else 204 if name in NO_CONTENT_METHODS else 200
+        return (
+            201 if self.name in CREATED_METHODS else 204 if self.name in NO_CONTENT_METHODS else 200
+        )
+
+    @property
+    def rate_limit(self) -> str | None:
+        """The name of the edge's limit on this method, if it has one."""
+        return RATE_LIMITED_METHODS.get(self.name)
+
+    @property
+    def retried_on_reset(self) -> bool:
+        return self.name in RETRIED_ON_RESET_METHODS
 
     @property
     def path(self) -> str:
@@ -133,6 +169,14 @@ class Contract:
     def open_methods(self) -> tuple[str, ...]:
         """The gRPC paths of the public methods that need no token."""
         return tuple(dict.fromkeys(r.grpc_path for r in self.routes if r.open))
+
+    def methods_of(self, service: str) -> tuple[Route, ...]:
+        """A public service's routes, one per method (its first HTTP binding)."""
+        first: dict[str, Route] = {}
+        for route in self.routes:
+            if route.service == service:
+                first.setdefault(route.name, route)
+        return tuple(first.values())
 
     def served_by(self, name: str) -> tuple[str, ...]:
         """The gRPC services workload `name` serves."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -14,7 +13,6 @@ from contract.routes import (
     NO_CONTENT_METHODS,
     OPEN_METHODS,
     Contract,
-    workload,
 )
 from envoy_bootstrap.render import Settings, write
 from tests.contract.conftest import DESCRIPTOR, ROOT
@@ -117,27 +115,3 @@ def test_workloads_are_named_after_their_packages_and_each_has_a_service_package
 def test_the_mesh_policy_lets_the_edge_call_the_public_services_only(contract: Contract) -> None:
     policy = tomllib.loads((ROOT / "mesh" / "policy.toml").read_text())
     assert set(policy["callers"]["edge"]["methods"]) == {f"/{s}/*" for s in contract.services}
-
-
-def _grpc_routes(listener: dict[str, Any]) -> dict[str, str]:
-    """gRPC path prefix -> cluster of the listener's routes that go to a cluster."""
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    [host] = manager["route_config"]["virtual_hosts"]
-    return {
-        r["match"]["prefix"]: r["route"]["cluster"]
-        for r in host["routes"]
-        if r["match"].get("prefix", "/") != "/" and "route" in r
-    }
-
-
-def test_the_bootstrap_sends_each_service_to_its_workload(
-    contract: Contract, tmp_path: Path
-) -> None:
-    """The edge routes the public services only, the mesh every service, each to its cluster."""
-    out = tmp_path / "envoy.yaml"
-    write(Settings.from_env({"ENVOY_CONFIG": str(out), "ENVOY_DESCRIPTOR": str(DESCRIPTOR)}))
-    document = yaml.safe_load(out.read_text())
-    listeners = {x["name"]: x for x in document["static_resources"]["listeners"]}
-    edge, mesh = _grpc_routes(listeners["edge"]), _grpc_routes(listeners["mesh"])
-    assert edge == {f"/{s}/": workload(s) for s in contract.services}
-    assert mesh == {f"/{s}/": workload(s) for s in contract.all_services}
