@@ -12,8 +12,8 @@ and the tests all read the services, routes and workloads from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.api import annotations_pb2, field_behavior_pb2, http_pb2
@@ -189,19 +189,14 @@ def load(path: Path) -> Contract:
 
 
 def from_descriptor_set(files: DescriptorSet) -> Contract:
-    messages: dict[str, Message] = {}
-    enums: dict[str, Enum] = {}
-    comments: dict[str, str] = {}
+    index = _Index()
     routes: list[Route] = []
     services: dict[str, str] = {}
     every: list[str] = []
     for file in files.file:
         located = _comments_by_path(file)
         prefix = file.package
-        _index_messages(
-            prefix, (_FILE_MESSAGE,), file.message_type, located, messages, enums, comments
-        )
-        _index_enums(prefix, (_FILE_ENUM,), file.enum_type, located, enums, comments)
+        index.add(prefix, (), file, located)
         for s, service in enumerate(file.service):
             full = f"{prefix}.{service.name}"
             if not full.startswith(MESH_PACKAGE):
@@ -210,7 +205,9 @@ def from_descriptor_set(files: DescriptorSet) -> Contract:
             if found:
                 services[full] = located.get((_FILE_SERVICE, s), "")
                 routes.extend(found)
-    return Contract(tuple(routes), services, messages, enums, comments, tuple(every))
+    return Contract(
+        tuple(routes), services, index.messages, index.enums, index.comments, tuple(every)
+    )
 
 
 def field_behaviors(field: descriptor_pb2.FieldDescriptorProto) -> frozenset[str]:
@@ -245,41 +242,44 @@ def _routes(
             )
 
 
-def _index_messages(
-    prefix: str,
-    path: tuple[int, ...],
-    types: Iterable[Message],
-    located: Mapping[tuple[int, ...], str],
-    messages: dict[str, Message],
-    enums: dict[str, Enum],
-    comments: dict[str, str],
-) -> None:
-    for i, message in enumerate(types):
-        full, here = f"{prefix}.{message.name}", (*path, i)
-        messages[full] = message
-        comments[full] = located.get(here, "")
-        for f, field in enumerate(message.field):
-            comments[f"{full}.{field.name}"] = located.get((*here, _MESSAGE_FIELD, f), "")
-        _index_messages(
-            full, (*here, _MESSAGE_NESTED), message.nested_type, located, messages, enums, comments
-        )
-        _index_enums(full, (*here, _MESSAGE_ENUM), message.enum_type, located, enums, comments)
+@dataclass
+class _Index:
+    """Messages, enums and comments by full name, filled one file at a time."""
 
+    messages: dict[str, Message] = field(default_factory=dict)
+    enums: dict[str, Enum] = field(default_factory=dict)
+    comments: dict[str, str] = field(default_factory=dict)
 
-def _index_enums(
-    prefix: str,
-    path: tuple[int, ...],
-    types: Iterable[Enum],
-    located: Mapping[tuple[int, ...], str],
-    enums: dict[str, Enum],
-    comments: dict[str, str],
-) -> None:
-    for i, enum in enumerate(types):
-        full, here = f"{prefix}.{enum.name}", (*path, i)
-        enums[full] = enum
-        comments[full] = located.get(here, "")
-        for v, value in enumerate(enum.value):
-            comments[f"{full}.{value.name}"] = located.get((*here, _ENUM_VALUE, v), "")
+    def add(
+        self,
+        prefix: str,
+        path: tuple[int, ...],
+        scope: descriptor_pb2.FileDescriptorProto | Message,
+        located: Mapping[tuple[int, ...], str],
+    ) -> None:
+        """The messages and enums declared in `scope` (a file or a message), nested ones too.
+
+        `path` is the scope's source path (empty for a file); the field numbers that
+        lead to its messages and enums differ between a file and a message.
+        """
+        if isinstance(scope, descriptor_pb2.FileDescriptorProto):
+            types, message_tag, enum_tag = scope.message_type, _FILE_MESSAGE, _FILE_ENUM
+        else:
+            types, message_tag, enum_tag = scope.nested_type, _MESSAGE_NESTED, _MESSAGE_ENUM
+        for i, message in enumerate(types):
+            full, here = f"{prefix}.{message.name}", (*path, message_tag, i)
+            self.messages[full] = message
+            self.comments[full] = located.get(here, "")
+            for f, member in enumerate(message.field):
+                name, at = f"{full}.{member.name}", (*here, _MESSAGE_FIELD, f)
+                self.comments[name] = located.get(at, "")
+            self.add(full, here, message, located)
+        for i, enum in enumerate(scope.enum_type):
+            full, here = f"{prefix}.{enum.name}", (*path, enum_tag, i)
+            self.enums[full] = enum
+            self.comments[full] = located.get(here, "")
+            for v, value in enumerate(enum.value):
+                self.comments[f"{full}.{value.name}"] = located.get((*here, _ENUM_VALUE, v), "")
 
 
 def _comments_by_path(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:

@@ -7,12 +7,14 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from google.protobuf import descriptor_pb2
 
 from contract.routes import (
     CREATED_METHODS,
     NO_CONTENT_METHODS,
     OPEN_METHODS,
     Contract,
+    from_descriptor_set,
 )
 from envoy_bootstrap.render import Settings, write
 from tests.contract.conftest import DESCRIPTOR, ROOT
@@ -115,3 +117,46 @@ def test_workloads_are_named_after_their_packages_and_each_has_a_service_package
 def test_the_mesh_policy_lets_the_edge_call_the_public_services_only(contract: Contract) -> None:
     policy = tomllib.loads((ROOT / "mesh" / "policy.toml").read_text())
     assert set(policy["callers"]["edge"]["methods"]) == {f"/{s}/*" for s in contract.services}
+
+
+def _nested_file() -> descriptor_pb2.FileDescriptorProto:
+    """Outer { Inner { Deepest; enum Mood }; enum Kind }, each with a leading comment."""
+    file = descriptor_pb2.FileDescriptorProto(name="nest.proto", package="nest.v1")
+    outer = file.message_type.add(name="Outer")
+    outer.field.add(name="inner")
+    inner = outer.nested_type.add(name="Inner")
+    inner.nested_type.add(name="Deepest").field.add(name="depth")
+    inner.enum_type.add(name="Mood").value.add(name="MOOD_UNSPECIFIED")
+    outer.enum_type.add(name="Kind").value.add(name="KIND_UNSPECIFIED")
+    file.enum_type.add(name="Top").value.add(name="TOP_UNSPECIFIED")
+    paths = {
+        (4, 0): "outer",
+        (4, 0, 2, 0): "outer.inner",
+        (4, 0, 3, 0): "inner",
+        (4, 0, 3, 0, 3, 0): "deepest",
+        (4, 0, 3, 0, 3, 0, 2, 0): "deepest.depth",
+        (4, 0, 3, 0, 4, 0): "mood",
+        (4, 0, 3, 0, 4, 0, 2, 0): "mood.unspecified",
+        (4, 0, 4, 0): "kind",
+        (5, 0): "top",
+        (5, 0, 2, 0): "top.unspecified",
+    }
+    for path, text in paths.items():
+        file.source_code_info.location.add(path=path, leading_comments=f" {text}\n")
+    return file
+
+
+def test_messages_and_enums_are_indexed_at_every_depth_with_their_comments() -> None:
+    contract = from_descriptor_set(descriptor_pb2.FileDescriptorSet(file=[_nested_file()]))
+    assert set(contract.messages) == {
+        "nest.v1.Outer",
+        "nest.v1.Outer.Inner",
+        "nest.v1.Outer.Inner.Deepest",
+    }
+    assert set(contract.enums) == {"nest.v1.Outer.Inner.Mood", "nest.v1.Outer.Kind", "nest.v1.Top"}
+    assert contract.comment("nest.v1.Outer.inner") == "outer.inner"
+    assert contract.comment("nest.v1.Outer.Inner.Deepest") == "deepest"
+    assert contract.comment("nest.v1.Outer.Inner.Deepest.depth") == "deepest.depth"
+    assert contract.comment("nest.v1.Outer.Inner.Mood.MOOD_UNSPECIFIED") == "mood.unspecified"
+    assert contract.comment("nest.v1.Outer.Kind") == "kind"
+    assert contract.comment("nest.v1.Top.TOP_UNSPECIFIED") == "top.unspecified"
