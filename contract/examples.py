@@ -2,14 +2,14 @@
 
 Field names pick realistic values (an email for `email`, an IATA code for `origin`);
 anything else gets a value of its type. Request examples leave out read-only
-fields, response examples write-only ones.
+fields, response examples write-only ones, and both the lowerCamelCase aliases.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from contract.schemas import REF, Schema, SchemaBuilder
+from contract.schemas import ALIAS_OF, REF, Schema, SchemaBuilder
 
 _BY_NAME: dict[str, Any] = {
     "email": "ada@example.com",
@@ -77,7 +77,7 @@ def _example(builder: SchemaBuilder, schema: Schema, skip: str, depth: int) -> A
         return {
             name: _field(builder, name, sub, skip, depth)
             for name, sub in schema["properties"].items()
-            if not sub.get(skip)
+            if not sub.get(skip) and ALIAS_OF not in sub
         }
     if kind == "array":
         return [_example(builder, schema.get("items", {}), skip, depth + 1)]

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contract.schemas import required_fields
+
 Doc = Mapping[str, Any]
 
 
@@ -69,7 +71,7 @@ def _schemas(base: Doc, current: Doc) -> Iterator[str]:
         for field in schema.get("properties", {}):
             if field not in properties:
                 yield f"{name}: removed field {field}"
-        newly_required = set(now.get("required", [])) - set(schema.get("required", []))
+        newly_required = required_fields(now) - required_fields(schema)
         for field in sorted(newly_required):
             yield f"{name}: field {field} became required"
 

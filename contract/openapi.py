@@ -17,7 +17,7 @@ from typing import Any
 
 from contract import examples
 from contract.routes import Contract, Route, load
-from contract.schemas import REF, Schema, SchemaBuilder
+from contract.schemas import REF, Schema, SchemaBuilder, required_group
 
 TITLE = "airline-mesh REST API"
 STATUS = "google.rpc.Status"
@@ -218,13 +218,14 @@ def _without(builder: SchemaBuilder, name: str, fields: Sequence[str]) -> Schema
         return ref
     component = builder.components[name]
     body_name = f"{name}.Body"
-    builder.components[body_name] = {
-        **component,
-        "title": f"{component['title']} body",
-        "required": [r for r in component.get("required", []) if r not in fields],
-    }
-    if not builder.components[body_name]["required"]:
-        del builder.components[body_name]["required"]
+    body = {**component, "title": f"{component['title']} body"}
+    body["required"] = [r for r in component.get("required", []) if r not in fields]
+    # A required field with an alias is an anyOf of its two names (schemas.py).
+    body["allOf"] = [g for g in component.get("allOf", []) if required_group(g) not in fields]
+    for key in ("required", "allOf"):
+        if not body[key]:
+            del body[key]
+    builder.components[body_name] = body
     return {"$ref": REF + body_name}
 
 

@@ -12,8 +12,8 @@ and the tests all read the services, routes and workloads from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.api import annotations_pb2, field_behavior_pb2, http_pb2
@@ -51,6 +51,27 @@ CREATED_METHODS = frozenset(
 )
 NO_CONTENT_METHODS = frozenset({"airline.user.v1.UserService/DeleteUser"})
 
+# Methods the edge limits per client address, by their limit's name (a table of
+# ratelimit/limits.toml; envoy_bootstrap/rate_limits.py): guessing a password and
+# signing up cost a bcrypt hash each. Rendered as a route of their own on the edge.
+RATE_LIMITED_METHODS: Mapping[str, str] = {
+    "airline.auth.v1.AuthService/CreateToken": "create_token",
+    "airline.user.v1.UserService/CreateUser": "create_user",
+}
+
+# Methods that may run twice (reads; CreateBooking is idempotent by its request_id):
+# the edge retries them on a reset too, as when an instance's host dies with the call
+# on its connection. Any other method may have run when its connection reset.
+RETRIED_ON_RESET_METHODS = frozenset(
+    {
+        "airline.booking.v1.BookingService/ListFlights",
+        "airline.booking.v1.BookingService/GetFlight",
+        "airline.booking.v1.BookingService/CreateBooking",
+        "airline.booking.v1.BookingService/ListBookings",
+        "airline.booking.v1.BookingService/GetBooking",
+    }
+)
+
 _VERBS = ("get", "put", "post", "delete", "patch")
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 
@@ -80,13 +101,28 @@ class Route:
     @property
     def open(self) -> bool:
         """True where a token is optional (API.md's "anyone")."""
-        return f"{self.service}/{self.method}" in OPEN_METHODS
+        return self.name in OPEN_METHODS
+
+    @property
+    def name(self) -> str:
+        """`service/method`, as the method sets above spell it."""
+        return f"{self.service}/{self.method}"
 
     @property
     def success_status(self) -> int:
         """The HTTP status of a success: 201 for creates, 204 for deletes, else 200."""
-        name = f"{self.service}/{self.method}"
-        return 201 if name in CREATED_METHODS else 204 if name in NO_CONTENT_METHODS else 200
+        return (
+            201 if self.name in CREATED_METHODS else 204 if self.name in NO_CONTENT_METHODS else 200
+        )
+
+    @property
+    def rate_limit(self) -> str | None:
+        """The name of the edge's limit on this method, if it has one."""
+        return RATE_LIMITED_METHODS.get(self.name)
+
+    @property
+    def retried_on_reset(self) -> bool:
+        return self.name in RETRIED_ON_RESET_METHODS
 
     @property
     def path(self) -> str:
@@ -134,6 +170,14 @@ class Contract:
         """The gRPC paths of the public methods that need no token."""
         return tuple(dict.fromkeys(r.grpc_path for r in self.routes if r.open))
 
+    def methods_of(self, service: str) -> tuple[Route, ...]:
+        """A public service's routes, one per method (its first HTTP binding)."""
+        first: dict[str, Route] = {}
+        for route in self.routes:
+            if route.service == service:
+                first.setdefault(route.name, route)
+        return tuple(first.values())
+
     def served_by(self, name: str) -> tuple[str, ...]:
         """The gRPC services workload `name` serves."""
         return tuple(s for s in self.all_services if workload(s) == name)
@@ -145,19 +189,14 @@ def load(path: Path) -> Contract:
 
 
 def from_descriptor_set(files: DescriptorSet) -> Contract:
-    messages: dict[str, Message] = {}
-    enums: dict[str, Enum] = {}
-    comments: dict[str, str] = {}
+    index = _Index()
     routes: list[Route] = []
     services: dict[str, str] = {}
     every: list[str] = []
     for file in files.file:
         located = _comments_by_path(file)
         prefix = file.package
-        _index_messages(
-            prefix, (_FILE_MESSAGE,), file.message_type, located, messages, enums, comments
-        )
-        _index_enums(prefix, (_FILE_ENUM,), file.enum_type, located, enums, comments)
+        index.add(prefix, (), file, located)
         for s, service in enumerate(file.service):
             full = f"{prefix}.{service.name}"
             if not full.startswith(MESH_PACKAGE):
@@ -166,7 +205,9 @@ def from_descriptor_set(files: DescriptorSet) -> Contract:
             if found:
                 services[full] = located.get((_FILE_SERVICE, s), "")
                 routes.extend(found)
-    return Contract(tuple(routes), services, messages, enums, comments, tuple(every))
+    return Contract(
+        tuple(routes), services, index.messages, index.enums, index.comments, tuple(every)
+    )
 
 
 def field_behaviors(field: descriptor_pb2.FieldDescriptorProto) -> frozenset[str]:
@@ -201,41 +242,44 @@ def _routes(
             )
 
 
-def _index_messages(
-    prefix: str,
-    path: tuple[int, ...],
-    types: Iterable[Message],
-    located: Mapping[tuple[int, ...], str],
-    messages: dict[str, Message],
-    enums: dict[str, Enum],
-    comments: dict[str, str],
-) -> None:
-    for i, message in enumerate(types):
-        full, here = f"{prefix}.{message.name}", (*path, i)
-        messages[full] = message
-        comments[full] = located.get(here, "")
-        for f, field in enumerate(message.field):
-            comments[f"{full}.{field.name}"] = located.get((*here, _MESSAGE_FIELD, f), "")
-        _index_messages(
-            full, (*here, _MESSAGE_NESTED), message.nested_type, located, messages, enums, comments
-        )
-        _index_enums(full, (*here, _MESSAGE_ENUM), message.enum_type, located, enums, comments)
+@dataclass
+class _Index:
+    """Messages, enums and comments by full name, filled one file at a time."""
 
+    messages: dict[str, Message] = field(default_factory=dict)
+    enums: dict[str, Enum] = field(default_factory=dict)
+    comments: dict[str, str] = field(default_factory=dict)
 
-def _index_enums(
-    prefix: str,
-    path: tuple[int, ...],
-    types: Iterable[Enum],
-    located: Mapping[tuple[int, ...], str],
-    enums: dict[str, Enum],
-    comments: dict[str, str],
-) -> None:
-    for i, enum in enumerate(types):
-        full, here = f"{prefix}.{enum.name}", (*path, i)
-        enums[full] = enum
-        comments[full] = located.get(here, "")
-        for v, value in enumerate(enum.value):
-            comments[f"{full}.{value.name}"] = located.get((*here, _ENUM_VALUE, v), "")
+    def add(
+        self,
+        prefix: str,
+        path: tuple[int, ...],
+        scope: descriptor_pb2.FileDescriptorProto | Message,
+        located: Mapping[tuple[int, ...], str],
+    ) -> None:
+        """The messages and enums declared in `scope` (a file or a message), nested ones too.
+
+        `path` is the scope's source path (empty for a file); the field numbers that
+        lead to its messages and enums differ between a file and a message.
+        """
+        if isinstance(scope, descriptor_pb2.FileDescriptorProto):
+            types, message_tag, enum_tag = scope.message_type, _FILE_MESSAGE, _FILE_ENUM
+        else:
+            types, message_tag, enum_tag = scope.nested_type, _MESSAGE_NESTED, _MESSAGE_ENUM
+        for i, message in enumerate(types):
+            full, here = f"{prefix}.{message.name}", (*path, message_tag, i)
+            self.messages[full] = message
+            self.comments[full] = located.get(here, "")
+            for f, member in enumerate(message.field):
+                name, at = f"{full}.{member.name}", (*here, _MESSAGE_FIELD, f)
+                self.comments[name] = located.get(at, "")
+            self.add(full, here, message, located)
+        for i, enum in enumerate(scope.enum_type):
+            full, here = f"{prefix}.{enum.name}", (*path, enum_tag, i)
+            self.enums[full] = enum
+            self.comments[full] = located.get(here, "")
+            for v, value in enumerate(enum.value):
+                self.comments[f"{full}.{value.name}"] = located.get((*here, _ENUM_VALUE, v), "")
 
 
 def _comments_by_path(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:

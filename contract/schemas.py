@@ -3,6 +3,10 @@
 Names are the proto field names (snake_case), which is how the edge prints them;
 int64 kinds are strings, Timestamp an RFC 3339 string, enums their names, and a key
 the message lacks is refused (the edge answers 400), hence `additionalProperties: false`.
+On input the edge also takes each field's lowerCamelCase JSON name (`passengerName`):
+a message lists it as a write-only property marked `x-alias-of`, a required field
+with an alias is required under either name, and a body may not use both names of one
+field (the edge refuses that with 400).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ Schema = dict[str, Any]
 Field = descriptor_pb2.FieldDescriptorProto
 
 REF = "#/components/schemas/"
+# The extension keyword that marks a property as another's lowerCamelCase alias.
+ALIAS_OF = "x-alias-of"
 
 _INT32 = {Field.TYPE_INT32, Field.TYPE_SINT32, Field.TYPE_SFIXED32}
 _UINT32 = {Field.TYPE_UINT32, Field.TYPE_FIXED32}
@@ -93,6 +99,53 @@ def scalar(field: Field) -> Schema:
     raise ValueError(f"{field.name}: unsupported type {kind}")
 
 
+def json_name(field: Field) -> str:
+    """The field's proto3 JSON name (lowerCamelCase), as protoc computes it."""
+    if field.json_name:
+        return field.json_name
+    head, *rest = field.name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def input_alias(field: Field) -> str | None:
+    """The other name the edge accepts for `field` in a request body, if it has one.
+
+    None where the JSON name is the field name (`email`), and for output-only fields,
+    which a request has no reason to carry.
+    """
+    alias = json_name(field)
+    if alias == field.name or "OUTPUT_ONLY" in field_behaviors(field):
+        return None
+    return alias
+
+
+def alias_schema(original: str, schema: Schema) -> Schema:
+    """The property `original`'s schema again, as its write-only lowerCamelCase alias."""
+    alias = {k: v for k, v in schema.items() if k != "description"}
+    alias["description"] = (
+        f"Alias of `{original}` (its proto3 JSON name), accepted in requests; responses "
+        f"use `{original}`. A body names a field once: both names are refused (400)."
+    )
+    alias["writeOnly"] = True
+    alias[ALIAS_OF] = original
+    return alias
+
+
+def required_group(group: Schema) -> str | None:
+    """The field an `allOf` entry requires under either of its names, if it is such a group."""
+    options = group.get("anyOf", [])
+    if options and all(set(o) == {"required"} for o in options):
+        return str(options[0]["required"][0])
+    return None
+
+
+def required_fields(schema: Schema) -> set[str]:
+    """The fields `schema` requires, under their proto names (aliases' groups included)."""
+    names = set(schema.get("required", []))
+    groups = (required_group(g) for g in schema.get("allOf", []))
+    return names | {name for name in groups if name}
+
+
 class SchemaBuilder:
     """Component schemas for the messages and enums a document names, built once each."""
 
@@ -152,11 +205,28 @@ class SchemaBuilder:
 
     def _message(self, name: str) -> Schema:
         message = self.contract.messages[name]
-        properties = {f.name: self.field(name, f) for f in message.field}
-        required = [f.name for f in message.field if "REQUIRED" in field_behaviors(f)]
+        properties: dict[str, Schema] = {}
+        required: list[str] = []
+        either: list[Schema] = []  # a required field with an alias: one name or the other
+        once: dict[str, Schema] = {}  # an alias excludes its field's proto name
+        for field in message.field:
+            properties[field.name] = self.field(name, field)
+            alias = input_alias(field)
+            if alias:
+                properties[alias] = alias_schema(field.name, properties[field.name])
+                once[alias] = {"not": {"required": [field.name]}}
+            if "REQUIRED" in field_behaviors(field):
+                if alias:
+                    either.append({"anyOf": [{"required": [field.name]}, {"required": [alias]}]})
+                else:
+                    required.append(field.name)
         schema: Schema = {"type": "object", "properties": properties}
         if required:
             schema["required"] = required
+        if either:
+            schema["allOf"] = either
+        if once:
+            schema["dependentSchemas"] = once
         schema["additionalProperties"] = False
         if self.contract.comment(name):
             schema["description"] = self.contract.comment(name)

@@ -9,6 +9,8 @@
 -- the route's deadline honours (up to its cap) and the services read. (2) A JSON
 -- body with a key its message does not have is refused with 400 and a
 -- google.rpc.BadRequest naming each one: the transcoder would drop it silently;
+-- so is a body naming a field twice (`display_name` and `displayName`), of which
+-- the transcoder would keep the later;
 -- a body that is not JSON is refused without quoting it back.
 -- Responses: a service says which HTTP status a success really is in its response
 -- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
@@ -19,7 +21,7 @@
 -- message for a mistyped JSON value is rewritten without the value.
 --
 -- envoy_bootstrap/render.py inlines this file into the bootstrap after the generated ENUMS,
--- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES and MESSAGES tables (envoy_bootstrap/body_schema.py).
+-- HTTP_ROUTES, API_PREFIXES, BODY_ROUTES, MESSAGES and ALIASES tables (envoy_bootstrap/body_schema.py).
 
 local SAVED_TIMEOUT = "x-airline-upstream-rq-timeout-ms"
 -- Size limits on what a client sends, so that nothing the edge forwards can pass
@@ -62,6 +64,14 @@ for _, fields in pairs(messages) do
     end
   end
 end
+-- A field's lowerCamelCase key -> its proto name, by the message's table (ALIASES):
+-- a body names a field once, in either spelling.
+local aliases_of = {}
+for name, renamed in pairs(ALIASES or {}) do
+  if messages[name] ~= nil then
+    aliases_of[messages[name]] = renamed
+  end
+end
 -- Keys we know nothing about below this depth are not checked (the transcoder
 -- has its own limits); it only bounds our recursion.
 local MAX_DEPTH = 32
@@ -90,10 +100,12 @@ end
 
 -- The keys of `text` (a JSON document) that `schema` does not accept, with their
 -- paths (`flight.bogus`, `items[2].x`); nil and true when `text` is not JSON. A schema is a table of key -> true (any value) or the
--- table of a nested message; true means any value at all.
+-- table of a nested message; true means any value at all. Third: the keys that name
+-- a field the same object already named (`displayName` after `display_name`).
 local function unknown_keys(text, schema)
   local pos = 1
   local found = {}
+  local twice = {}
 
   local function fail()
     error(NOT_JSON, 0)
@@ -137,6 +149,8 @@ local function unknown_keys(text, schema)
   local read_value
 
   local function read_object(fields, path, depth)
+    local named = {}
+    local renamed = aliases_of[fields] or {}
     pos = pos + 1
     skip_space()
     if string.sub(text, pos, pos) == "}" then
@@ -157,10 +171,14 @@ local function unknown_keys(text, schema)
       local child = true
       if type(fields) == "table" then
         child = fields[key]
+        local field = renamed[key] or key
         if child == nil then
           found[#found + 1] = path .. key
           child = true
+        elseif named[field] then
+          twice[#twice + 1] = path .. key
         end
+        named[field] = true
       end
       read_value(child, path .. key, depth + 1)
       skip_space()
@@ -229,7 +247,7 @@ local function unknown_keys(text, schema)
   if not ok then
     return nil, err == NOT_JSON
   end
-  return found, false
+  return found, false, twice
 end
 
 -- The message a REST request's body must be, or nil for a route without a body.
@@ -339,6 +357,18 @@ local function refuse_unknown_keys(request_handle, keys)
     .. table.concat(violations, ",") .. "]}]}")
 end
 
+local function refuse_named_twice(request_handle, keys)
+  local violations = {}
+  for i, key in ipairs(keys) do
+    violations[i] = '{"field":' .. json_string(key)
+      .. ',"description":"this field is already in the body under its other name"}'
+  end
+  refuse(request_handle, '{"code":3,"message":'
+    .. json_string("field given twice: " .. table.concat(keys, ", "))
+    .. ',"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":['
+    .. table.concat(violations, ",") .. "]}]}")
+end
+
 -- The transcoder's own parse error quotes the body (a password, say); ours does not.
 local function refuse_not_json(request_handle)
   refuse(request_handle, '{"code":3,"message":"the request body is not valid JSON"}')
@@ -401,11 +431,13 @@ function envoy_on_request(request_handle)
   -- headers object is not usable after it.
   local body = request_handle:body()
   if body ~= nil and body:length() > 0 then
-    local keys, not_json = unknown_keys(body:getBytes(0, body:length()), message)
+    local keys, not_json, twice = unknown_keys(body:getBytes(0, body:length()), message)
     if not_json then
       refuse_not_json(request_handle)
     elseif keys ~= nil and #keys > 0 then
       refuse_unknown_keys(request_handle, keys)
+    elseif twice ~= nil and #twice > 0 then
+      refuse_named_twice(request_handle, twice)
     end
   end
 end

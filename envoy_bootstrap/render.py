@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2
 from contract import routes
 from controlplane.config import ConfigError, xds_socket
 from controlplane.rbac import rbac_filter
-from envoy_bootstrap import body_schema, mesh_tls, rate_limits
+from envoy_bootstrap import body_schema, mesh_tls, rate_limits, service_routes
 from services.runtime.authz import PolicyError, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,6 +419,47 @@ def jwt_rules(contract: routes.Contract) -> str:
     return "\n".join(f"- {json.dumps(rule)}" for rule in rules)
 
 
+def edge_routing(settings: Settings) -> service_routes.EdgeRouting:
+    """What the edge's per-service routes carry: deadline, retries, rate limits."""
+    is_global = bool(settings.ratelimit)
+    # contract/routes.py's RATE_LIMITED_METHODS name these (ratelimit/limits.toml's tables).
+    limits = {
+        "create_token": (settings.token_limit, settings.token_window_seconds),
+        "create_user": (settings.signup_limit, settings.signup_window_seconds),
+    }
+    unknown = set(routes.RATE_LIMITED_METHODS.values()) - set(limits)
+    if unknown:
+        raise RenderError(f"no settings for the rate limits {', '.join(sorted(unknown))}")
+    per_route = {
+        name: yaml.safe_load(
+            rate_limits.route_config(
+                name, limit, window, settings.token_clients, is_global=is_global
+            )
+        )
+        for name, (limit, window) in limits.items()
+    }
+    reads = rate_limits.read_route_config(is_global=is_global, reads_limited=settings.reads_limited)
+    return service_routes.EdgeRouting(
+        deadline=_deadline(settings.edge_timeout_seconds, settings),
+        per_try_timeout=_duration(settings.per_try_timeout_seconds),
+        limits=per_route,
+        reads=json.loads(reads),
+    )
+
+
+def _deadline(default_seconds: float, settings: Settings) -> dict[str, str]:
+    """A route's max_stream_duration: the caller's grpc-timeout up to a cap, else the default."""
+    return {
+        "max_stream_duration": _duration(default_seconds),
+        "grpc_timeout_header_max": _duration(settings.max_client_timeout_seconds),
+    }
+
+
+def _items(entries: Sequence[Mapping[str, object]], indent: int) -> str:
+    """`entries` as YAML list items (JSON flow, one a line) for a placeholder at `indent`."""
+    return _block("\n".join(f"- {json.dumps(e)}" for e in entries), indent)
+
+
 def _static_clusters(settings: Settings) -> str:
     template = Template((TEMPLATES / "static-cluster.yaml").read_text())
     rendered = []
@@ -457,6 +498,12 @@ def render(settings: Settings) -> str:
     # 100 * healthy < instances * percent: 1% is "at least one healthy instance"
     # (for up to 100 instances of a service).
     healthz = {name: {"value": 1} for name in contract.workloads}
+    per_try_timeout = _duration(settings.per_try_timeout_seconds)
+    # Each service's routes (contract/routes.py's), between the templates' fixed ones.
+    edge_retries = service_routes.retry_policy(per_try_timeout, on_reset=False)
+    edge_routes = service_routes.edge_routes(contract, edge_routing(settings))
+    mesh_deadline = _deadline(settings.mesh_timeout_seconds, settings)
+    mesh_routes = service_routes.mesh_routes(contract, mesh_deadline)
     values = {
         "node_id": json.dumps(settings.node_id),
         "node_cluster": json.dumps(settings.node_cluster),
@@ -472,34 +519,11 @@ def render(settings: Settings) -> str:
         "xff_num_trusted_hops": settings.xff_trusted_hops,
         "access_log_path": json.dumps(settings.access_log),
         "local_reply_mappers": json.dumps(local_reply_mappers()),
-        "per_try_timeout": _duration(settings.per_try_timeout_seconds),
+        "per_try_timeout": per_try_timeout,
+        "edge_retry_policy": json.dumps(edge_retries),
         "cors_origins": json.dumps([{"exact": origin} for origin in settings.cors_origins]),
-        "edge_timeout": _duration(settings.edge_timeout_seconds),
-        "mesh_timeout": _duration(settings.mesh_timeout_seconds),
-        "max_client_timeout": _duration(settings.max_client_timeout_seconds),
-        "create_token_ratelimit": _block(
-            rate_limits.route_config(
-                "create_token",
-                settings.token_limit,
-                settings.token_window_seconds,
-                settings.token_clients,
-                is_global=bool(settings.ratelimit),
-            ),
-            28,
-        ),
-        "create_user_ratelimit": _block(
-            rate_limits.route_config(
-                "create_user",
-                settings.signup_limit,
-                settings.signup_window_seconds,
-                settings.token_clients,
-                is_global=bool(settings.ratelimit),
-            ),
-            28,
-        ),
-        "read_ratelimit": rate_limits.read_route_config(
-            is_global=bool(settings.ratelimit), reads_limited=settings.reads_limited
-        ),
+        "edge_routes": _items(edge_routes, 24),
+        "mesh_routes": _items(mesh_routes, 24),
         "ratelimit_filters": _block(
             rate_limits.filters(settings.ratelimit_domain, is_global=bool(settings.ratelimit)),
             18,
@@ -517,9 +541,7 @@ def render(settings: Settings) -> str:
         "jwks_authority": settings.edge.authority,
         "jwks_cache_duration": _duration(settings.jwks_cache_seconds),
         "static_clusters": _static_clusters(settings),
-        "docs_routes": _block(
-            "\n".join(f"- {json.dumps(r)}" for r in docs_routes(settings.descriptor.parent)), 24
-        ),
+        "docs_routes": _items(docs_routes(settings.descriptor.parent), 24),
     }
     text = Template((TEMPLATES / "bootstrap.yaml").read_text()).substitute(values)
     # An optional block left empty leaves its indentation or a blank last line behind.

@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pb2
 
 from contract import gate
 from contract.gate import breaking_changes
+from contract.schemas import ALIAS_OF, required_fields
 from tests.contract.conftest import DESCRIPTOR, ROOT
 
 Doc = dict[str, Any]
@@ -89,3 +90,36 @@ def test_breaking_changes_pass_when_the_api_version_changes(document: Doc, tmp_p
     current["info"]["version"] = document["info"]["version"]
     (tmp_path / "current.json").write_text(json.dumps(current))
     assert gate.main([str(tmp_path / "base.json"), str(tmp_path / "current.json")]) == 1
+
+
+def _without_aliases(document: Doc) -> Doc:
+    """The document as it was before lowerCamelCase aliases: `required` lists, no aliases."""
+    old = copy.deepcopy(document)
+    for component in old["components"]["schemas"].values():
+        properties = component.get("properties", {})
+        for name in [n for n, sub in properties.items() if ALIAS_OF in sub]:
+            del properties[name]
+        component.pop("dependentSchemas", None)
+        names = required_fields(component)
+        component.pop("allOf", None)
+        if names:
+            component["required"] = sorted(names)
+    return old
+
+
+def test_adding_the_lower_camel_case_aliases_is_not_breaking(document: Doc) -> None:
+    old = _without_aliases(document)
+    assert ALIAS_OF not in json.dumps(old)
+    assert breaking_changes(old, document) == []
+
+
+def test_a_field_required_under_either_name_is_a_new_requirement(document: Doc) -> None:
+    """A new anyOf(name, alias) group counts as a required field, like `required` does."""
+    current = copy.deepcopy(document)
+    booking = current["components"]["schemas"][BOOKING]
+    booking.setdefault("allOf", []).append(
+        {"anyOf": [{"required": ["passenger_name"]}, {"required": ["passengerName"]}]}
+    )
+    assert breaking_changes(document, current) == [
+        f"{BOOKING}: field passenger_name became required"
+    ]

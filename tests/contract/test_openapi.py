@@ -11,6 +11,7 @@ from openapi_spec_validator import validate
 
 from contract import openapi
 from contract.routes import Contract
+from contract.schemas import ALIAS_OF, required_fields
 from tests.contract.conftest import ROOT
 
 Doc = dict[str, Any]
@@ -61,7 +62,8 @@ def test_proto3_json_mapping(document: Doc) -> None:
     seat_class = schema(document, "airline.booking.v1.Booking.SeatClass")
     assert seat_class["enum"][:2] == ["SEAT_CLASS_UNSPECIFIED", "ECONOMY"]
     create = schema(document, "airline.booking.v1.CreateBookingRequest")
-    assert set(create["required"]) == {"flight_id", "seat_class", "passenger_name", "request_id"}
+    required = {"flight_id", "seat_class", "passenger_name", "request_id"}
+    assert required_fields(create) == required
     password = schema(document, "airline.user.v1.CreateUserRequest")["properties"]["password"]
     assert password["writeOnly"] is True
     assert (password["minLength"], password["maxLength"]) == (8, 128)
@@ -131,3 +133,66 @@ def test_every_example_fits_its_schema(document: Doc, part: str) -> None:
                     jsonschema.validate(media["example"], resolver)
                     checked += 1
     assert checked >= (9 if part == "requestBody" else 19)
+
+
+def request_body_validator(document: Doc, path: str, verb: str) -> jsonschema.Validator:
+    """A JSON Schema 2020-12 validator of the operation's request body, as documented."""
+    body = operation(document, path, verb)["requestBody"]["content"]["application/json"]
+    resolved = {**body["schema"], "components": document["components"]}
+    return jsonschema.Draft202012Validator(resolved)
+
+
+def test_every_multi_word_input_field_has_its_lower_camel_case_alias(document: Doc) -> None:
+    """Each alias: the field's schema again, write-only, marked with the field it stands for."""
+    aliases = 0
+    for name, component in document["components"]["schemas"].items():
+        properties = component.get("properties", {})
+        for field, sub in properties.items():
+            if ALIAS_OF not in sub:
+                continue
+            aliases += 1
+            original = properties[sub[ALIAS_OF]]
+            head, *rest = sub[ALIAS_OF].split("_")
+            assert field == head + "".join(p.capitalize() for p in rest), (name, field)
+            assert sub["writeOnly"] is True
+            assert not original.get("readOnly"), (name, field)
+            same = {k: v for k, v in sub.items() if k not in ("description", "writeOnly", ALIAS_OF)}
+            assert same == {
+                k: v for k, v in original.items() if k not in ("description", "writeOnly")
+            }
+            assert component["dependentSchemas"][field] == {"not": {"required": [sub[ALIAS_OF]]}}
+        if name.startswith("airline.") and "properties" in component:
+            assert component["additionalProperties"] is False, name
+    assert aliases > 10
+    booking = schema(document, "airline.booking.v1.Booking")["properties"]
+    assert "bookingId" not in booking  # output only: no request carries it
+    assert "flightId" in booking
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"flightId": "f", "seatClass": "ECONOMY", "passengerName": "A", "requestId": "r"}, True),
+        ({"flight_id": "f", "seatClass": "ECONOMY", "passenger_name": "A", "requestId": "r"}, True),
+        ({"flightId": "f", "seatClass": "ECONOMY", "passengerName": "A"}, False),
+        ({"flightId": "f", "seatClass": "ECONOMY", "passengerName": "", "requestId": "r"}, False),
+        (
+            {"flightId": "f", "flight_id": "f", "seatClass": "ECONOMY", "passengerName": "A"}
+            | {"requestId": "r"},
+            False,
+        ),
+        ({"flightId": "f", "seatClass": "ECONOMY", "passengerName": "A", "requestID": "r"}, False),
+    ],
+)
+def test_the_document_takes_either_name_of_a_field_but_not_both(
+    document: Doc, body: Doc, valid: bool
+) -> None:
+    validator = request_body_validator(document, "/v1/bookings", "post")
+    assert validator.is_valid(body) is valid
+
+
+def test_a_path_variable_in_the_body_is_optional_under_either_name(document: Doc) -> None:
+    validator = request_body_validator(document, "/v1/bookings/{booking_id}:cancel", "post")
+    assert validator.is_valid({})
+    assert validator.is_valid({"bookingId": "b"})
+    assert not validator.is_valid({"bookingId": "b", "booking_id": "b"})

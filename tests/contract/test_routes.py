@@ -5,16 +5,16 @@ from __future__ import annotations
 import ast
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import yaml
+from google.protobuf import descriptor_pb2
 
 from contract.routes import (
     CREATED_METHODS,
     NO_CONTENT_METHODS,
     OPEN_METHODS,
     Contract,
-    workload,
+    from_descriptor_set,
 )
 from envoy_bootstrap.render import Settings, write
 from tests.contract.conftest import DESCRIPTOR, ROOT
@@ -122,25 +122,44 @@ def test_the_mesh_policy_lets_the_edge_call_the_public_services_only(contract: C
     assert set(policy["callers"]["edge"]["methods"]) == public | {asks}
 
 
-def _grpc_routes(listener: dict[str, Any]) -> dict[str, str]:
-    """gRPC path prefix -> cluster of the listener's routes that go to a cluster."""
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    [host] = manager["route_config"]["virtual_hosts"]
-    return {
-        r["match"]["prefix"]: r["route"]["cluster"]
-        for r in host["routes"]
-        if r["match"].get("prefix", "/") != "/" and "route" in r
+def _nested_file() -> descriptor_pb2.FileDescriptorProto:
+    """Outer { Inner { Deepest; enum Mood }; enum Kind }, each with a leading comment."""
+    file = descriptor_pb2.FileDescriptorProto(name="nest.proto", package="nest.v1")
+    outer = file.message_type.add(name="Outer")
+    outer.field.add(name="inner")
+    inner = outer.nested_type.add(name="Inner")
+    inner.nested_type.add(name="Deepest").field.add(name="depth")
+    inner.enum_type.add(name="Mood").value.add(name="MOOD_UNSPECIFIED")
+    outer.enum_type.add(name="Kind").value.add(name="KIND_UNSPECIFIED")
+    file.enum_type.add(name="Top").value.add(name="TOP_UNSPECIFIED")
+    paths = {
+        (4, 0): "outer",
+        (4, 0, 2, 0): "outer.inner",
+        (4, 0, 3, 0): "inner",
+        (4, 0, 3, 0, 3, 0): "deepest",
+        (4, 0, 3, 0, 3, 0, 2, 0): "deepest.depth",
+        (4, 0, 3, 0, 4, 0): "mood",
+        (4, 0, 3, 0, 4, 0, 2, 0): "mood.unspecified",
+        (4, 0, 4, 0): "kind",
+        (5, 0): "top",
+        (5, 0, 2, 0): "top.unspecified",
     }
+    for path, text in paths.items():
+        file.source_code_info.location.add(path=path, leading_comments=f" {text}\n")
+    return file
 
 
-def test_the_bootstrap_sends_each_service_to_its_workload(
-    contract: Contract, tmp_path: Path
-) -> None:
-    """The edge routes the public services only, the mesh every service, each to its cluster."""
-    out = tmp_path / "envoy.yaml"
-    write(Settings.from_env({"ENVOY_CONFIG": str(out), "ENVOY_DESCRIPTOR": str(DESCRIPTOR)}))
-    document = yaml.safe_load(out.read_text())
-    listeners = {x["name"]: x for x in document["static_resources"]["listeners"]}
-    edge, mesh = _grpc_routes(listeners["edge"]), _grpc_routes(listeners["mesh"])
-    assert edge == {f"/{s}/": workload(s) for s in contract.services}
-    assert mesh == {f"/{s}/": workload(s) for s in contract.all_services}
+def test_messages_and_enums_are_indexed_at_every_depth_with_their_comments() -> None:
+    contract = from_descriptor_set(descriptor_pb2.FileDescriptorSet(file=[_nested_file()]))
+    assert set(contract.messages) == {
+        "nest.v1.Outer",
+        "nest.v1.Outer.Inner",
+        "nest.v1.Outer.Inner.Deepest",
+    }
+    assert set(contract.enums) == {"nest.v1.Outer.Inner.Mood", "nest.v1.Outer.Kind", "nest.v1.Top"}
+    assert contract.comment("nest.v1.Outer.inner") == "outer.inner"
+    assert contract.comment("nest.v1.Outer.Inner.Deepest") == "deepest"
+    assert contract.comment("nest.v1.Outer.Inner.Deepest.depth") == "deepest.depth"
+    assert contract.comment("nest.v1.Outer.Inner.Mood.MOOD_UNSPECIFIED") == "mood.unspecified"
+    assert contract.comment("nest.v1.Outer.Kind") == "kind"
+    assert contract.comment("nest.v1.Top.TOP_UNSPECIFIED") == "top.unspecified"

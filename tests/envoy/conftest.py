@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from airline.user.v1 import user_pb2, user_pb2_grpc
 from contract.routes import load
 from envoy_bootstrap.render import Settings, write
 from tests.envoy.probe import Probe
-from tests.support import free_ports, wait_for
+from tests.support import free_ports, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = Path(os.environ.get("ENVOY_BIN", Path(sys.executable).parent / "envoy"))
@@ -42,17 +41,6 @@ ORIGIN = "http://app.example.com"
 TOKEN_LIMIT = 3
 SIGNUP_LIMIT = 5
 PASSWORD = "correct horse battery"
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM to this PID, SIGKILL to this PID if it does not exit in time."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
 
 
 def tail(path: Path, chars: int = 3000) -> str:

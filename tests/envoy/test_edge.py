@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
+import jsonschema
 import pytest
 
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
@@ -12,6 +14,7 @@ from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc
 from tests.envoy.conftest import (
     ORIGIN,
     PASSWORD,
+    ROOT,
     TOKEN_LIMIT,
     EdgeStack,
     status_body,
@@ -139,6 +142,60 @@ def test_request_fields_may_be_lower_camel_case(edge_stack: EdgeStack) -> None:
     )
     assert response.status_code == 201, response.text
     assert response.json()["display_name"] == "Camel"
+
+
+def documented_body(path: str, verb: str) -> jsonschema.Draft202012Validator:
+    """A validator of the operation's request body as generated/openapi.json documents it."""
+    document = json.loads((ROOT / "generated" / "openapi.json").read_text())
+    body = document["paths"][path][verb]["requestBody"]["content"]["application/json"]
+    return jsonschema.Draft202012Validator({**body["schema"], "components": document["components"]})
+
+
+def test_a_lower_camel_case_body_is_valid_by_the_document_and_booked(
+    edge_stack: EdgeStack,
+) -> None:
+    client = edge_stack.client()
+    listed = client.get("/v1/flights", params={"page_size": 1})
+    [flight] = listed.json()["flights"]
+    body = {
+        "flightId": flight["flight_id"],
+        "seatClass": "ECONOMY",
+        "passengerName": "Ada Camel",
+        "requestId": f"camel-{time.monotonic_ns()}",
+    }
+    assert documented_body("/v1/bookings", "post").is_valid(body)
+    response = client.post("/v1/bookings", json=body, headers=edge_stack.member.bearer)
+    assert response.status_code == 201, response.text
+    booked = response.json()
+    assert (booked["flight_id"], booked["passenger_name"]) == (flight["flight_id"], "Ada Camel")
+
+
+def test_a_field_in_both_spellings_is_400_as_the_document_says(edge_stack: EdgeStack) -> None:
+    """The transcoder would keep the later of `display_name` and `displayName`: refused."""
+    body = {
+        "email": "twice@example.com",
+        "password": "secret-Pa55word",
+        "display_name": "First Name",
+        "displayName": "Second Name",
+    }
+    assert not documented_body("/v1/users", "post").is_valid(body)
+    response = edge_stack.client().post("/v1/users", json=body)
+    assert response.status_code == 400
+    status = status_body(response)
+    assert status["code"] == 3
+    assert status["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "field_violations": [
+                {
+                    "field": "displayName",
+                    "description": "this field is already in the body under its other name",
+                }
+            ],
+        }
+    ]
+    for value in body.values():
+        assert value not in response.text
 
 
 def test_create_user_is_201_with_a_location(edge_stack: EdgeStack) -> None:

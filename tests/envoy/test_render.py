@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -87,10 +88,16 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert "uri: http://127.0.0.1:18080/v1/auth/jwks" in text  # the edge fetches from itself
     assert "port_value: 25001" in text
     assert 'pipe: {path: "/run/airline/ads.sock"}' in text
-    assert "max_tokens: 7" in text
-    assert "max_tokens: 4" in text  # POST /v1/users
-    assert "fill_interval: 90s" in text
     assert '"exact": "https://b.example"' in text
+    buckets = {
+        route["match"].get("path"): route.get("typed_per_filter_config", {})
+        .get("envoy.filters.http.local_ratelimit", {})
+        .get("token_bucket")
+        for route in _edge_routes(out)
+    }
+    assert buckets["/airline.auth.v1.AuthService/CreateToken"]["max_tokens"] == 7
+    signup = buckets["/airline.user.v1.UserService/CreateUser"]  # POST /v1/users
+    assert (signup["max_tokens"], signup["fill_interval"]) == (4, "90s")
 
 
 def test_the_entry_point_refuses_an_unknown_static_service(tmp_path: Path) -> None:
@@ -132,12 +139,17 @@ def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -
     assert 'local API_PREFIXES = {"/v1/"}' in text
 
 
-def _route_configs(config: Path) -> list[dict[str, object]]:
+def _edge_routes(config: Path) -> list[dict[str, Any]]:
     document = yaml.safe_load(config.read_text())
     [edge] = [x for x in document["static_resources"]["listeners"] if x["name"] == "edge"]
     manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
     [host] = manager["route_config"]["virtual_hosts"]
-    return [dict(r.get("typed_per_filter_config") or {}) for r in host["routes"]]
+    routes: list[dict[str, Any]] = host["routes"]
+    return routes
+
+
+def _route_configs(config: Path) -> list[dict[str, object]]:
+    return [dict(r.get("typed_per_filter_config") or {}) for r in _edge_routes(config)]
 
 
 def test_reads_cost_no_rate_limit_call_unless_they_are_limited(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Addresses for more than one machine: bind apart from advertise, cluster-unique
 instance ids, and a control plane that asks the next Consul agent when one is gone.
 
-Against a real Consul agent (the controlplane tests' `consul -dev` fixture class).
+Against a real Consul agent (tests/consul.py's `consul agent -dev`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from controlplane.config import ControlPlaneConfig
 from controlplane.consul import ConsulClient, ConsulUnavailable, ConsulWatcher
 from services.runtime.config import ConfigError, ServerConfig
 from services.runtime.registration import ConsulRegistrar
-from tests.controlplane.conftest import ConsulAgent, control_plane_config, find_consul
+from tests.consul import ConsulAgent, control_plane_config, require_consul
 from tests.support import free_ports, wait_for
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
-    binary = find_consul()
-    if binary is None:
-        pytest.skip("no consul binary in .tools/bin or on PATH: run scripts/install-consul.sh")
+    binary = require_consul()
     started = ConsulAgent(binary, tmp_path_factory.mktemp("consul-hosts"))
     started.start()
     try:

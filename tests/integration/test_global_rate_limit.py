@@ -20,10 +20,17 @@ import grpc
 import httpx
 import pytest
 
-from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.envoy.conftest import Envoy
 from tests.integration.conftest import Mesh, running_mesh
-from tests.integration.rest import PASSWORD
+from tests.integration.rate_limits import (
+    TOKEN,
+    assert_limited,
+    grpc_sign_in_code,
+    loopback_addresses,
+    new_credentials,
+    remaining,
+    use_up_the_limit,
+)
 from tests.support import free_ports, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +40,6 @@ LIMIT = 10  # ratelimit/limits.toml's, for sign-in and sign-up alike
 # window's end during one test as good as impossible.
 WINDOW_SECONDS = 86400
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")
-TOKEN = "/v1/auth/token"
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +83,13 @@ def second_edge(limited: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def credentials(limited: Mesh) -> dict[str, str]:
-    email = f"{uuid.uuid4().hex[:12]}@example.com"
-    with limited.client() as http:
-        created = http.post(
-            "/v1/users", json={"email": email, "password": PASSWORD, "display_name": "Flyer"}
-        )
-    assert created.status_code == 201, created.text
-    return {"email": email, "password": PASSWORD}
+    return new_credentials(limited)
 
 
 @pytest.fixture(scope="module")
 def addresses() -> Iterator[str]:
     """Loopback addresses no other test of this module calls from."""
-    return (f"127.0.1.{n}" for n in itertools.count(10))
+    return loopback_addresses(1)
 
 
 @pytest.fixture
@@ -120,12 +120,8 @@ def test_eleven_sign_ins_spread_over_two_edges_the_eleventh_is_429(
 
     assert [a.status_code for a in answers] == [200] * LIMIT + [429], answers[-1].text
     # One count for both edges: each answer says what is left of the shared limit.
-    remaining = [int(a.headers["x-ratelimit-remaining"]) for a in answers[:LIMIT]]
-    assert remaining == list(range(LIMIT - 1, -1, -1))
-    refused = answers[-1]
-    assert refused.json()["code"] == 8
-    assert 1 <= int(refused.headers["retry-after"]) <= WINDOW_SECONDS
-    assert refused.headers["x-ratelimit-limit"].split(",")[0] == str(LIMIT)
+    assert [remaining(a) for a in answers[:LIMIT]] == list(range(LIMIT - 1, -1, -1))
+    assert_limited(answers[-1], LIMIT, WINDOW_SECONDS)
 
 
 def test_eleven_sign_ups_spread_over_two_edges_the_eleventh_is_429(
@@ -147,15 +143,11 @@ def test_the_second_edge_gives_grpc_clients_resource_exhausted_past_the_limit(
     The only test signing in from 127.0.0.1.
     """
     with limited.client() as http:
-        codes = [http.post(TOKEN, json=credentials).status_code for _ in range(LIMIT)]
-    assert codes == [200] * LIMIT
+        use_up_the_limit(http, credentials, LIMIT)
 
-    with grpc.insecure_channel(f"127.0.0.1:{second_edge.edge_port}") as channel:
-        stub = auth_pb2_grpc.AuthServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.CreateToken(auth_pb2.CreateTokenRequest(**credentials), timeout=10)
+    code = grpc_sign_in_code(second_edge.edge_port, credentials)
 
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 # --- failure modes: the rate limit service or Redis stopped -------------------------------

@@ -9,16 +9,23 @@ bound to.
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
 import httpx
 import pytest
 
-from airline.auth.v1 import auth_pb2, auth_pb2_grpc
-from tests.integration.conftest import PASSWORD, Mesh, running_mesh
+from tests.integration.conftest import Mesh, running_mesh
+from tests.integration.rate_limits import (
+    TOKEN,
+    assert_limited,
+    grpc_sign_in_code,
+    limit_header,
+    loopback_addresses,
+    new_credentials,
+    remaining,
+    use_up_the_limit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +33,6 @@ LIMIT = 3
 # A window far longer than any test: the bucket refills on a timer, and a refill
 # between two requests of one test would make it flaky.
 WINDOW_SECONDS = 3600
-TOKEN = "/v1/auth/token"
 
 Caller = Callable[[], httpx.Client]
 
@@ -46,19 +52,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 @pytest.fixture(scope="module")
 def credentials(limited: Mesh) -> dict[str, str]:
     """A user's email and password; signing up is not rate-limited, signing in is."""
-    email = f"{uuid.uuid4().hex[:12]}@example.com"
-    with limited.client() as http:
-        created = http.post(
-            "/v1/users", json={"email": email, "password": PASSWORD, "display_name": "Flyer"}
-        )
-    assert created.status_code == 201, created.text
-    return {"email": email, "password": PASSWORD}
+    return new_credentials(limited)
 
 
 @pytest.fixture(scope="module")
 def addresses() -> Iterator[str]:
     """Loopback addresses no other test of this module calls from (not 127.0.0.1)."""
-    return (f"127.0.0.{n}" for n in itertools.count(10))
+    return loopback_addresses(0)
 
 
 @pytest.fixture
@@ -78,10 +78,7 @@ def caller(limited: Mesh, addresses: Iterator[str]) -> Iterator[Caller]:
 
 
 def _use_up_the_limit(http: httpx.Client, credentials: dict[str, str]) -> list[httpx.Response]:
-    """Makes LIMIT token requests, each of which must succeed."""
-    responses = [http.post(TOKEN, json=credentials) for _ in range(LIMIT)]
-    assert [r.status_code for r in responses] == [200] * LIMIT, responses[-1].text
-    return responses
+    return use_up_the_limit(http, credentials, LIMIT)
 
 
 def test_token_requests_within_the_limit_succeed_and_count_down(
@@ -89,8 +86,8 @@ def test_token_requests_within_the_limit_succeed_and_count_down(
 ) -> None:
     responses = _use_up_the_limit(caller(), credentials)
 
-    assert [r.headers["x-ratelimit-limit"].split(",")[0] for r in responses] == [str(LIMIT)] * 3
-    assert [int(r.headers["x-ratelimit-remaining"]) for r in responses] == [2, 1, 0]
+    assert [limit_header(r) for r in responses] == [LIMIT] * 3
+    assert [remaining(r) for r in responses] == [2, 1, 0]
 
 
 def test_token_request_over_the_limit_gets_429_with_retry_after_and_ratelimit_headers(
@@ -101,11 +98,8 @@ def test_token_request_over_the_limit_gets_429_with_retry_after_and_ratelimit_he
 
     response = http.post(TOKEN, json=credentials)
 
-    assert response.status_code == 429, response.text
-    retry_after = int(response.headers["retry-after"])
-    assert 1 <= retry_after <= WINDOW_SECONDS
-    assert response.headers["x-ratelimit-limit"].split(",")[0] == str(LIMIT)
-    assert int(response.headers["x-ratelimit-remaining"]) == 0
+    assert_limited(response, LIMIT, WINDOW_SECONDS)
+    assert remaining(response) == 0
     assert 1 <= int(response.headers["x-ratelimit-reset"]) <= WINDOW_SECONDS
 
 
@@ -218,11 +212,7 @@ def test_grpc_token_calls_share_the_rest_callers_bucket(
     """
     with limited.client() as http:
         _use_up_the_limit(http, credentials)
-    request = auth_pb2.CreateTokenRequest(**credentials)
 
-    with grpc.insecure_channel(f"127.0.0.1:{limited.ports.edge}") as channel:
-        stub = auth_pb2_grpc.AuthServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.CreateToken(request, timeout=10)
+    code = grpc_sign_in_code(limited.ports.edge, credentials)
 
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED

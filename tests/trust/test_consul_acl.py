@@ -22,7 +22,7 @@ from controlplane.config import ControlPlaneConfig
 from mesh.acl import ensure_tokens
 from mesh.config import ROOT
 from services.runtime.certificates import CaEndpoint, CertificateError, WorkloadIdentity
-from tests.controlplane.conftest import ConsulAgent, find_consul
+from tests.consul import ConsulAgent, require_consul
 from tests.support import free_ports
 
 SERVICES = routes.load(ROOT / "generated" / "airline.pb").workloads
@@ -30,9 +30,7 @@ SERVICES = routes.load(ROOT / "generated" / "airline.pb").workloads
 
 @pytest.fixture(scope="module")
 def acl_consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulAgent]:
-    binary = find_consul()
-    if binary is None:
-        pytest.skip("no consul binary in .tools/bin or on PATH: run scripts/install-consul.sh")
+    binary = require_consul()
     agent = ConsulAgent(
         binary,
         tmp_path_factory.mktemp("consul-acl"),
