@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
+from controlplane.ca import private_dir, write_credentials, write_private
+from controlplane.rotation import HostAuthority
 from mesh import acl, envoy_config, postgres, supervisord
 from mesh.config import MeshConfig
 
@@ -93,10 +94,11 @@ CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
 
 
 def _prepare_pki(cfg: MeshConfig) -> None:
-    """The mesh CA (the control plane loads the same), its public ca.pem for the services
-    to trust the CA endpoint by, and Consul's check certificate and TLS settings."""
-    ca = MeshCA.load_or_create(cfg.pki_dir / "ca")
-    write_private(cfg.pki_dir / "ca.pem", ca.cert_pem)
+    """The mesh's root CA (the control plane signs with an intermediate of it), the root
+    bundle ca.pem for the services to trust the CA endpoint by, and Consul's check
+    certificate (under an intermediate of its own) and TLS settings."""
+    ca = HostAuthority(cfg.pki_dir / "ca", host="provision").current
+    write_private(cfg.pki_dir / "ca.pem", ca.bundle_pem)
     issued = ca.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
     write_credentials(issued, cfg.pki_dir / "consul")
     write_private(cfg.path("consul-tls.hcl"), supervisord.consul_tls(cfg).encode())
