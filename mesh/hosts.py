@@ -1,4 +1,4 @@
-"""The mesh across simulated hosts: `python -m mesh.hosts up|down|status|kill|start`.
+"""The mesh across simulated hosts: `python -m mesh.hosts up|down|status|kill|start|renew-ca`.
 
 `up` (HOSTS=3 app hosts) makes network namespaces on a bridge (mesh/netns.py), one per
 host, each with its own address in HOSTS_SUBNET (198.18.0.0/24, the benchmarking range)
@@ -6,8 +6,10 @@ and its own state folder and supervisord: every app host a Consul server of one 
 a control plane, a rate limit service, an Envoy and one instance of every service; the
 database host a Consul client, PostgreSQL (a database and role per service) and Redis.
 Nothing passes between hosts through the filesystem once they run: what `up` hands a
-host before it starts (its CA copy, Consul tokens, pgpass files) it writes into that
-host's folder only, as a provisioning tool would. It returns when every edge answers
+host before it starts (its own intermediate CA and the root bundle, Consul tokens,
+pgpass files) it writes into that host's folder only, as a provisioning tool would; the
+root's key stays in the provisioner's folder. `renew-ca` issues every running host a
+new intermediate (and the current bundle). It returns when every edge answers
 /healthz and writes `<var>/hosts.json`.
 `down` stops every host's supervisord, SIGKILLs by PID whatever is left in the hosts'
 namespaces, deletes the namespaces (their links go with them) and checks nothing is left.
@@ -47,6 +49,8 @@ LIGHT_SERVICE_ENV = {"BCRYPT_COST": "4", "PREDICT_TRAIN_ROWS": "20000", "BOOKING
 # The benchmarking range (RFC 2544): routed nowhere, so it can clash with nothing real.
 DEFAULT_SUBNET = "198.18.0.0/24"
 CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
+# Renewed by `renew-ca` (cron, config management) well before two thirds of it.
+INTERMEDIATE_LIFETIME = datetime.timedelta(days=7)
 STOP_TIMEOUT_SECONDS = 90.0
 
 
@@ -178,7 +182,7 @@ class HostsConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.hosts")
-    parser.add_argument("command", choices=["up", "down", "status", "kill", "start"])
+    parser.add_argument("command", choices=["up", "down", "status", "kill", "start", "renew-ca"])
     parser.add_argument("host", nargs="?", help="kill / start: the host's name (host-2)")
     args = parser.parse_args(argv)
     config = HostsConfig.from_env()
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if host is None:
             parser.error(f"{args.command} needs a host name: host-1 .. host-{config.count}, db")
         return kill(host) if args.command == "kill" else start(config, host)
-    commands = {"up": up, "down": down, "status": status}
+    commands = {"up": up, "down": down, "status": status, "renew-ca": renew_ca}
     return commands[args.command](config)
 
 
@@ -239,21 +243,43 @@ def _folders(config: HostsConfig, hosts: list[Host]) -> None:
 
 
 def _provision_pki(config: HostsConfig, hosts: list[Host]) -> None:
-    """One root CA, made here; each app host's control plane gets its copy to sign with
-    (docs/deploy.md: why, and the intermediate-per-host step after it)."""
-    root_dir = config.provision_dir / "ca"
-    root = MeshCA.load_or_create(root_dir)
+    """The root CA, made and kept here (the provisioner's folder, key 0600); each app host
+    gets an intermediate of its own (its key 0600 and the root bundle, never the root's
+    key) to sign its workloads with; every host gets the bundle and Consul's check
+    certificate (docs/deploy.md)."""
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    issue_intermediates(config, hosts)
+    # The database host has no intermediate: its check certificate comes from one the
+    # provisioner keeps in memory for this run.
+    provisioner = root.intermediate("provision")
     for host in hosts:
         pki = host.cfg.pki_dir
         private_dir(pki)
-        write_private(pki / "ca.pem", root.cert_pem)
-        if host.is_app:
-            private_dir(pki / "ca")
-            for name in ("ca.pem", "ca-key.pem"):
-                write_private(pki / "ca" / name, (root_dir / name).read_bytes())
-        checks = root.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
+        signer = MeshCA.load_intermediate(pki / "ca") if host.is_app else provisioner
+        checks = signer.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
         write_credentials(checks, pki / "consul")
         write_private(host.cfg.path("consul-tls.hcl"), supervisord.consul_tls(host.cfg).encode())
+
+
+def issue_intermediates(config: HostsConfig, hosts: list[Host]) -> None:
+    """A new intermediate per app host, signed by the provisioner's root, and the root
+    bundle to every host: at `up`, and again by `renew-ca` before they expire (and after
+    each step of a root rotation), as config management would. A running control plane
+    picks the new files up within a second."""
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    for host in hosts:
+        pki = private_dir(host.cfg.pki_dir)
+        if host.is_app:
+            intermediate = root.intermediate(host.name, lifetime=INTERMEDIATE_LIFETIME)
+            intermediate.save_intermediate(pki / "ca")
+        write_private(pki / "ca.pem", root.bundle_pem)
+
+
+def renew_ca(config: HostsConfig) -> int:
+    """`renew-ca`: every running host gets a new intermediate and the current bundle."""
+    issue_intermediates(config, [h for h in config.plan() if netns.pids(h.netns)])
+    print("intermediates renewed")
+    return 0
 
 
 def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:
