@@ -203,7 +203,9 @@ class MeshCA:
         )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(f"airline-mesh intermediate {host}"))
+            # Named for its host and its time: which intermediate signed a leaf is in
+            # the leaf's issuer, for operators and tests.
+            .subject_name(_name(f"airline-mesh intermediate {host} {now:%Y-%m-%dT%H:%M:%S.%f}"))
             .issuer_name(self.cert.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())

@@ -137,6 +137,7 @@ class HostAuthority:
         self._lock = threading.Lock()
         self._current = self._load()
         self._seen = self._version()
+        self._overdue = False
 
     @property
     def current(self) -> MeshCA:
@@ -168,7 +169,8 @@ class HostAuthority:
         version = self._version()
         due = self._clock() >= self.current.renew_at
         if version == self._seen and not (due and self.holds_root):
-            if due:
+            if due and not self._overdue:
+                self._overdue = True  # Said once per intermediate, not every second.
                 log.warning("intermediate due and not renewed by the provisioner")
             return False
         try:
@@ -179,6 +181,7 @@ class HostAuthority:
             return False
         with self._lock:
             self._current, self._seen = replacement, version
+        self._overdue = False
         log.info(
             "intermediate CA replaced",
             extra={
