@@ -15,7 +15,7 @@ import grpc
 
 from airline.mesh.v1 import certificate_pb2_grpc
 from controlplane.ads import XdsServer
-from controlplane.ca import write_operator_credentials
+from controlplane.ca import MeshCA, write_operator_credentials
 from controlplane.config import ControlPlaneConfig
 from controlplane.consul import ConsulWatcher, Instances
 from controlplane.resources import make_snapshot
@@ -205,7 +205,7 @@ class SigningServer:
     and proves its name with its Consul token instead.
     """
 
-    def __init__(self, config: ControlPlaneConfig, ca: HostAuthority) -> None:
+    def __init__(self, config: ControlPlaneConfig, ca: MeshCA | HostAuthority) -> None:
         host = config.ca_addr.rpartition(":")[0].strip("[]")
         self.identity = EnvoyIdentity(
             ca,
