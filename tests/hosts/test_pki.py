@@ -1,18 +1,26 @@
-"""What `mesh.hosts` gives each host of the mesh's CA, without making any namespace:
-an intermediate of its own, the root bundle, and never the root's key."""
+"""What `mesh.hosts` gives each host of the mesh's CA: an intermediate of its own, the
+root bundle, and never the root's key; first from the files alone, then on running hosts."""
 
 from __future__ import annotations
 
+import socket
+import ssl
 import stat
 import subprocess
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from controlplane.ca import INTERMEDIATE_CERT_FILE, INTERMEDIATE_KEY_FILE, ROOT_KEY_FILE, MeshCA
 from controlplane.rotation import HostAuthority
+from mesh import netns
+from mesh.config import Ports
 from mesh.hosts import HostsConfig, _provision_pki, issue_intermediates
+from tests.hosts.cluster import Cluster, NetnsClient
 
 
 def _config(tmp_path: Path) -> HostsConfig:
@@ -70,3 +78,61 @@ def test_renewed_intermediates_are_picked_up_by_the_hosts_control_plane(tmp_path
     assert authority.refresh()
     assert authority.current.cert != first
     assert authority.current.cert.issuer == first.issuer
+
+
+def _served_by_ca_endpoint(address: str, bundle: Path) -> x509.Certificate:
+    """The leaf the CA endpoint at `address` serves, its chain checked against `bundle`."""
+    context = ssl.create_default_context(cafile=bundle)
+    with (
+        socket.create_connection((address, Ports().ca), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=address) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_running_hosts_sign_with_their_own_intermediate_under_the_one_root(
+    cluster: Cluster, client: NetnsClient
+) -> None:
+    """Real hosts: each control plane's certificate comes from its host's intermediate and
+    verifies, from another machine, against the root bundle alone."""
+    provision = Path(cluster.document["provision_dir"])
+    root_key = (provision / "ca" / ROOT_KEY_FILE).read_bytes()
+    issuers = {}
+    for host in cluster.apps:
+        bundle = Path(host["var_dir"]) / "pki" / "ca.pem"
+        leaf = client.run(partial(_served_by_ca_endpoint, host["address"], bundle))
+        issuers[host["name"]] = leaf.issuer.rfc4514_string()
+        assert f"intermediate {host['name']} " in issuers[host["name"]]
+    assert len(set(issuers.values())) == len(cluster.apps)
+    for host in cluster.document["hosts"]:
+        found = [p for p in Path(host["var_dir"]).rglob("*") if p.is_file()]
+        assert not [p for p in found if p.name == ROOT_KEY_FILE or root_key in p.read_bytes()]
+
+
+def _remote_successes(host: dict[str, Any]) -> dict[str, int]:
+    """From inside `host`: its Envoy's successful requests to booking-svc per upstream address."""
+    admin = f"http://127.0.0.1:{Ports().admin}/clusters"
+    lines = netns.run_in(host["netns"], lambda: httpx.get(admin, timeout=5).text, timeout=10)
+    counts: dict[str, int] = {}
+    for line in lines.splitlines():
+        parts = line.split("::")
+        if parts[0] == "booking-svc" and len(parts) == 4 and parts[2] == "rq_success":
+            address = parts[1].rsplit(":", 1)[0]
+            counts[address] = counts.get(address, 0) + int(parts[3])
+    return {a: n for a, n in counts.items() if a != host["address"]}
+
+
+def test_every_edge_reaches_instances_on_other_hosts_over_mtls(
+    cluster: Cluster, client: NetnsClient
+) -> None:
+    """Each edge balances over every host's booking-svc: its reads succeed, some answered by
+    instances whose certificates come from another host's intermediate."""
+    for host in cluster.apps:
+        codes = [
+            client.request(host["edge"], "GET", "/v1/flights?page_size=1").status_code
+            for _ in range(12)
+        ]
+        assert codes == [200] * 12
+        assert sum(_remote_successes(host).values()) > 0
