@@ -151,7 +151,8 @@ def _mesh_ca(config: ControlPlaneConfig) -> HostAuthority | None:
     """
     if config.pki_dir is None:
         return None
-    ca = HostAuthority(config.pki_dir / "ca")
+    lifetime = datetime.timedelta(seconds=config.intermediate_lifetime_seconds)
+    ca = HostAuthority(config.pki_dir / "ca", lifetime=lifetime)
     _write_operator(config, ca)
     return ca
 
