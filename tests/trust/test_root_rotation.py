@@ -7,13 +7,15 @@ verifies against the new root alone."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +25,6 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.integration.conftest import ROOT, Account, Mesh, running_mesh
 from tests.integration.rest import PASSWORD
-from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -106,13 +107,53 @@ class Traffic:
                     self.statuses[code] += 1
 
 
-def all_passing(mesh: Mesh) -> bool:
-    return all(
-        check["Status"] == "passing"
+class Checks:
+    """Every Consul check seen failing while it runs (its id and output), polled steadily."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.failing: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(mesh,), daemon=True)
+
+    def __enter__(self) -> Checks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self, mesh: Mesh) -> None:
+        headers = {"X-Consul-Token": mesh.token()}
+        while not self._stop.wait(0.25):
+            answer = httpx.get(f"{mesh.consul}/v1/health/state/any", headers=headers, timeout=5)
+            for check in answer.json():
+                if check.get("ServiceID") and check["Status"] != "passing":
+                    self.failing[check["CheckID"]] = check["Output"][-300:]
+
+
+def _replaced(path: Path, before: os.stat_result) -> bool:
+    now = path.stat()
+    return (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns)
+
+
+def not_passing(mesh: Mesh) -> list[str]:
+    return [
+        f"{entry['Service']['ID']}: {check['Status']}"
         for name in SERVICES
         for entry in mesh.instances(name, passing=False)
         for check in entry["Checks"]
-    )
+        if check["Status"] != "passing"
+    ]
+
+
+def until_none_left(left: Callable[[], Collection[str]], what: str, timeout: float) -> None:
+    """Polls `left()` until it is empty; fails naming what was still left at the deadline."""
+    deadline = time.monotonic() + timeout
+    while remaining := left():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout}s still waiting for {what}: {sorted(remaining)}")
+        time.sleep(0.5)
 
 
 def test_the_root_rotates_under_steady_calls_with_no_failure(
@@ -123,53 +164,61 @@ def test_the_root_rotates_under_steady_calls_with_no_failure(
     old_root = tmp_path / "old-root.pem"
     old_root.write_bytes((mesh.pki / "ca.pem").read_bytes())
     ports = endpoints(mesh)
-    first = {name: handshake(mesh, port, old_root) for name, port in ports.items()}
-    assert all(first.values())
+    operator = (mesh.pki / "operator.pem").stat()
 
-    with Traffic(mesh, me) as traffic:
+    with Checks(mesh) as checks, Traffic(mesh, me) as traffic:
         rotate(mesh, "add")
+        # The control plane took the new bundle once it rewrote the operator's files:
+        # a certificate it issues after that comes with both roots.
+        until_none_left(
+            lambda: [] if _replaced(mesh.pki / "operator.pem", operator) else ["operator.pem"],
+            "the control plane to take the new bundle",
+            10,
+        )
+        first = {name: handshake(mesh, port, old_root) for name, port in ports.items()}
+        assert all(first.values())
         bundle = x509.load_pem_x509_certificates((mesh.pki / "ca.pem").read_bytes())
         assert len(bundle) == 2
         new_root = tmp_path / "new-root.pem"
         new_root.write_bytes(bundle[1].public_bytes(serialization.Encoding.PEM))
 
         # Every workload renews once, and takes the two-root bundle with it.
-        renewed: set[str] = set()
+        waiting = set(ports)
 
-        def all_renewed() -> bool:
-            for name, port in ports.items():
-                served = handshake(mesh, port, old_root)
+        def not_renewed() -> set[str]:
+            for name in list(waiting):
+                served = handshake(mesh, ports[name], old_root)
                 if served is not None and served != first[name]:
-                    renewed.add(name)
-            return renewed == set(ports)
+                    waiting.discard(name)
+            return waiting
 
-        wait_for(all_renewed, "every workload to renew after the new root was added", 60, 0.5)
+        until_none_left(not_renewed, "renewals after the new root was added", 90)
 
         rotate(mesh, "activate")
-        wait_for(
-            lambda: all(handshake(mesh, p, new_root) for p in ports.values()),
-            "every workload to present a chain to the new root",
-            60,
-            0.5,
+        until_none_left(
+            lambda: [n for n, p in ports.items() if handshake(mesh, p, new_root) is None],
+            "chains to the new root",
+            90,
         )
         rotate(mesh, "finish")
         assert (mesh.pki / "ca.pem").read_bytes() == new_root.read_bytes()
         # One more round of renewals under the new root alone, calls still flowing.
         last = {name: handshake(mesh, port, new_root) for name, port in ports.items()}
-        wait_for(
-            lambda: all(
-                handshake(mesh, port, new_root) not in (None, last[name])
+        until_none_left(
+            lambda: [
+                name
                 for name, port in ports.items()
-            ),
-            "every workload to renew under the new root alone",
-            60,
-            0.5,
+                if handshake(mesh, port, new_root) in (None, last[name])
+            ],
+            "renewals under the new root alone",
+            90,
         )
-        wait_for(lambda: all_passing(mesh), "Consul's checks to pass", 10, 0.5)
+        until_none_left(lambda: not_passing(mesh), "Consul's checks to pass", 10)
 
     assert set(traffic.statuses) == {200}, traffic.statuses
+    assert checks.failing == {}
     assert sum(traffic.statuses.values()) > 60
     for port in ports.values():
         # No workload presents a chain to the old root any more.
         assert handshake(mesh, port, old_root) is None
-    assert all_passing(mesh)
+    assert not_passing(mesh) == []
