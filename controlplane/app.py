@@ -1,6 +1,7 @@
 """The running control plane: an ADS server fed by a Consul watcher and, when the mesh
 has a CA, Envoy's identity (SDS) and the CA's signing endpoint for the services, each
-certificate renewed before it expires."""
+certificate renewed before it expires. It signs with this host's intermediate CA,
+renewed (or reloaded, and the root bundle with it) by `rotation.HostAuthority`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from controlplane.ca import MeshCA, write_operator_credentials
 from controlplane.config import ControlPlaneConfig
 from controlplane.consul import ConsulWatcher, Instances
 from controlplane.resources import make_snapshot
+from controlplane.rotation import HostAuthority
 from controlplane.sds import EnvoyIdentity
 from controlplane.signing import CertificateServicer, ConsulTokens
 from controlplane.store import SnapshotStore
@@ -36,6 +38,7 @@ class ControlPlane:
         self.server = XdsServer(self.store, config.xds_socket)
         self.watcher = ConsulWatcher(config, self._publish)
         ca = _mesh_ca(config)
+        self.authority = ca
         self.identity = _envoy_identity(config, ca)
         self._lock = threading.Lock()
         self._view: Mapping[str, Instances] | None = None
@@ -46,6 +49,8 @@ class ControlPlane:
         self.signing = _signing_server(config, ca) if ca is not None and config.ca_addr else None
         if self.signing is not None:
             self._renewers.append(self._renewer(self.signing.identity, lambda: None, "renew-ca"))
+        if ca is not None:
+            self._renewers.append(threading.Thread(target=self._watch_ca, name="ca", daemon=True))
 
     @property
     def socket(self) -> Path:
@@ -114,6 +119,19 @@ class ControlPlane:
 
         return threading.Thread(target=run, name=name, daemon=True)
 
+    def _watch_ca(self) -> None:
+        """Every second: a renewed intermediate or a new root bundle is used at once,
+        for Envoy's certificate and bundle (SDS), the CA endpoint's and the operator's."""
+        assert self.authority is not None
+        while not self._stop.wait(CA_POLL_SECONDS):
+            if not self.authority.refresh():
+                continue
+            _write_operator(self.config, self.authority)
+            if self.signing is not None:
+                self.signing.identity.renew()
+            if self.identity is not None:
+                self.renew_identity()
+
     def _publish(self, view: Mapping[str, Instances]) -> None:
         with self._lock:
             self._view = view
@@ -129,25 +147,37 @@ class ControlPlane:
             self.store.set(make_snapshot(self._view, self.config.policy, secrets))
 
 
-def _mesh_ca(config: ControlPlaneConfig) -> MeshCA | None:
-    """The mesh CA (created on first start), when configured.
+def _mesh_ca(config: ControlPlaneConfig) -> HostAuthority | None:
+    """This host's intermediate CA (and the root, created on first start where it is
+    kept), when configured.
 
-    The operator's credentials are written beside the CA at every start, so
-    `var/pki/operator.pem` is always a fresh one.
+    The operator's credentials are written beside the CA at every start and whenever
+    the CA changes, so `var/pki/operator.pem` is always a fresh one and `ca.pem` the
+    current root bundle.
     """
     if config.pki_dir is None:
         return None
-    ca = MeshCA.load_or_create(config.pki_dir / "ca")
-    lifetime = datetime.timedelta(seconds=config.cert_lifetime_seconds)
-    write_operator_credentials(ca, config.pki_dir, max(lifetime, OPERATOR_LIFETIME))
+    lifetime = datetime.timedelta(seconds=config.intermediate_lifetime_seconds)
+    ca = HostAuthority(config.pki_dir / "ca", lifetime=lifetime)
+    _write_operator(config, ca)
     return ca
+
+
+def _write_operator(config: ControlPlaneConfig, ca: HostAuthority) -> None:
+    assert config.pki_dir is not None
+    lifetime = datetime.timedelta(seconds=config.cert_lifetime_seconds)
+    write_operator_credentials(ca.current, config.pki_dir, max(lifetime, OPERATOR_LIFETIME))
+
+
+# How often the CA folder is looked at: a new bundle reaches Envoy within a second or so.
+CA_POLL_SECONDS = 1.0
 
 
 # The operator's files are not renewed while the mesh runs: they live a day at least.
 OPERATOR_LIFETIME = datetime.timedelta(hours=24)
 
 
-def _envoy_identity(config: ControlPlaneConfig, ca: MeshCA | None) -> EnvoyIdentity | None:
+def _envoy_identity(config: ControlPlaneConfig, ca: HostAuthority | None) -> EnvoyIdentity | None:
     """Envoy's certificate, when the mesh has a CA."""
     if ca is None:
         return None
@@ -182,7 +212,7 @@ class SigningServer:
     and proves its name with its Consul token instead.
     """
 
-    def __init__(self, config: ControlPlaneConfig, ca: MeshCA) -> None:
+    def __init__(self, config: ControlPlaneConfig, ca: MeshCA | HostAuthority) -> None:
         host = config.ca_addr.rpartition(":")[0].strip("[]")
         self.identity = EnvoyIdentity(
             ca,
@@ -212,5 +242,5 @@ class SigningServer:
         self.tokens.close()
 
 
-def _signing_server(config: ControlPlaneConfig, ca: MeshCA) -> SigningServer:
+def _signing_server(config: ControlPlaneConfig, ca: HostAuthority) -> SigningServer:
     return SigningServer(config, ca)

@@ -17,6 +17,7 @@
 | `UPSTREAM_MTLS` | `0` | `1`: clusters speak mTLS to instances, checking their SPIFFE id |
 | `WORKLOAD_CERT_HOURS` | `24` | life of the certificates it issues; renewed at two thirds |
 | `CERT_LIFETIME_SECONDS` | (none) | the same in seconds (at least 10), for tests; wins |
+| `INTERMEDIATE_LIFETIME_SECONDS` | `604800` | its intermediate CA's life (7 days, at least 30) |
 | `MESH_CA_ADDR` | (none) | where it serves `CertificateService` over TLS (needs `MESH_PKI_DIR`) |
 | `CONSUL_HTTP_TOKEN_FILE` | (none) | its Consul ACL token (read-only), read once at start |
 | `LOG_LEVEL` | `INFO` | |
@@ -95,6 +96,7 @@ class ControlPlaneConfig:
     envoy_ips: tuple[str, ...] = ("127.0.0.1",)
     envoy_dns: tuple[str, ...] = ("localhost",)
     cert_lifetime_seconds: float = 24 * 3600.0
+    intermediate_lifetime_seconds: float = 7 * 24 * 3600.0
     ca_addr: str = ""
     # Where the CA endpoint binds; empty: `ca_addr` (which its certificate names).
     ca_bind_addr: str = ""
@@ -134,6 +136,7 @@ class ControlPlaneConfig:
             envoy_ips=_list(env_str(env, "ENVOY_IDENTITY_IPS", ",".join(cls.envoy_ips))),
             envoy_dns=_list(env_str(env, "ENVOY_IDENTITY_DNS", ",".join(cls.envoy_dns))),
             cert_lifetime_seconds=_lifetime_seconds(env),
+            intermediate_lifetime_seconds=_intermediate_seconds(env),
             ca_addr=env_str(env, "MESH_CA_ADDR", ""),
             ca_bind_addr=env_str(env, "MESH_CA_BIND_ADDR", ""),
             consul_token=consul_token(env),
@@ -166,6 +169,13 @@ def _lifetime_seconds(env: Mapping[str, str]) -> float:
             raise ConfigError(f"CERT_LIFETIME_SECONDS={seconds} is below 10")
         return seconds
     return _lifetime_hours(env) * 3600.0
+
+
+def _intermediate_seconds(env: Mapping[str, str]) -> float:
+    seconds = env_float(env, "INTERMEDIATE_LIFETIME_SECONDS", 7 * 24 * 3600.0)
+    if seconds < 30:
+        raise ConfigError(f"INTERMEDIATE_LIFETIME_SECONDS={seconds} is below 30")
+    return seconds
 
 
 def _lifetime_hours(env: Mapping[str, str]) -> float:

@@ -1,7 +1,8 @@
 """Envoy's own identity as SDS secrets, served over the same ADS stream as CDS and EDS.
 
-Two secrets: `mesh-identity` (Envoy's certificate chain and key, a `tls_certificate`)
-and `mesh-ca` (the CA bundle, a `validation_context`). A listener or cluster names
+Two secrets: `mesh-identity` (Envoy's certificate chain, leaf then its host's
+intermediate, and key, a `tls_certificate`) and `mesh-ca` (the root bundle, a
+`validation_context`). A listener or cluster names
 them with `sds_config: {ads: {}}`; a renewal is a new snapshot, and Envoy uses the new
 certificate for new connections with no restart.
 
@@ -22,6 +23,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane.ca import DEFAULT_WORKLOAD_LIFETIME, IssuedCertificate, MeshCA
 from controlplane.resources import CA_SECRET, IDENTITY_SECRET, SECRET_TYPE
+from controlplane.rotation import HostAuthority
 
 __all__ = ["CA_SECRET", "IDENTITY_SECRET", "SECRET_TYPE", "EnvoyIdentity", "make_secrets"]
 
@@ -65,7 +67,7 @@ class EnvoyIdentity:
 
     def __init__(
         self,
-        ca: MeshCA,
+        ca: MeshCA | HostAuthority,
         name: str = "edge",
         *,
         dns_names: Iterable[str] = (),
@@ -81,7 +83,7 @@ class EnvoyIdentity:
         self._current = self._issue()
 
     def _issue(self) -> IssuedCertificate:
-        return self._ca.issue(
+        return self._ca.current.issue(
             self._name,
             dns_names=self._dns_names,
             ip_addresses=self._ip_addresses,

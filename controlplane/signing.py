@@ -24,6 +24,7 @@ from google.protobuf import timestamp_pb2
 
 from airline.mesh.v1 import certificate_pb2, certificate_pb2_grpc
 from controlplane.ca import MeshCA, renew_time
+from controlplane.rotation import HostAuthority
 from services.runtime.identity import IdentityError, validate_workload_name
 from services.runtime.limits import CSR_CHARS
 
@@ -79,7 +80,7 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
 
     def __init__(
         self,
-        ca: MeshCA,
+        ca: MeshCA | HostAuthority,
         service_of: Callable[[str], str],
         lifetime: datetime.timedelta,
     ) -> None:
@@ -102,15 +103,19 @@ class CertificateServicer(certificate_pb2_grpc.CertificateServiceServicer):
         key = _public_key(request.csr_pem)
         ips = [_ip(raw) for raw in request.ip_addresses]
         name = self._service_of(token)
-        cert = self._ca.sign(name, key, ip_addresses=ips, lifetime=self._lifetime)
+        ca = self._ca.current  # One intermediate for the certificate, its chain and bundle.
+        cert = ca.sign(name, key, ip_addresses=ips, lifetime=self._lifetime)
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         log.info("certificate issued", extra={"workload": name, "not_after": end.isoformat()})
         renew, expire = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
         renew.FromDatetime(renew_time(start, end))
         expire.FromDatetime(end)
         return certificate_pb2.SignCertificateResponse(
-            certificate_chain_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            ca_pem=self._ca.cert_pem.decode(),
+            # The leaf, then the intermediate: peers trust the root bundle only.
+            certificate_chain_pem=(
+                cert.public_bytes(serialization.Encoding.PEM) + ca.chain_pem
+            ).decode(),
+            ca_pem=ca.bundle_pem.decode(),
             renew_time=renew,
             expire_time=expire,
         )

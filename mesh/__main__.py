@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.ca import MeshCA, private_dir, write_credentials, write_private
+from controlplane import pki
+from controlplane.ca import private_dir, write_credentials, write_private
+from controlplane.rotation import HostAuthority, RotationError
 from mesh import acl, envoy_config, postgres, supervisord
 from mesh.config import MeshConfig
 
@@ -38,9 +40,14 @@ STOP_TIMEOUT_SECONDS = 90.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "rotate-root"])
+    parser.add_argument("step", nargs="?", choices=sorted(pki.ROTATION_STEPS))
     args = parser.parse_args(argv)
     cfg = MeshConfig.from_env()
+    if args.command == "rotate-root":
+        if args.step is None:
+            parser.error("rotate-root needs a step: add, activate or finish")
+        return rotate_root(cfg, args.step)
     return {"up": up, "down": down, "status": status}[args.command](cfg)
 
 
@@ -93,13 +100,37 @@ CONSUL_CERT_LIFETIME = datetime.timedelta(days=30)
 
 
 def _prepare_pki(cfg: MeshConfig) -> None:
-    """The mesh CA (the control plane loads the same), its public ca.pem for the services
-    to trust the CA endpoint by, and Consul's check certificate and TLS settings."""
-    ca = MeshCA.load_or_create(cfg.pki_dir / "ca")
-    write_private(cfg.pki_dir / "ca.pem", ca.cert_pem)
+    """The mesh's root CA (the control plane signs with an intermediate of it), the root
+    bundle ca.pem for the services to trust the CA endpoint by, and Consul's check
+    certificate (under an intermediate of its own) and TLS settings."""
+    ca = HostAuthority(cfg.pki_dir / "ca", host="provision").current
+    write_private(cfg.pki_dir / "ca.pem", ca.bundle_pem)
+    _consul_pki(cfg)
+    write_private(cfg.path("consul-tls.hcl"), supervisord.consul_tls(cfg).encode())
+
+
+def _consul_pki(cfg: MeshConfig) -> None:
+    """Consul's check certificate from the signing root (through an intermediate of the
+    provisioner's) and the current root bundle, both read by the agent at start and on
+    SIGHUP."""
+    ca = HostAuthority(cfg.pki_dir / "ca", host="provision").current
     issued = ca.issue("consul-health", lifetime=CONSUL_CERT_LIFETIME)
     write_credentials(issued, cfg.pki_dir / "consul")
-    write_private(cfg.path("consul-tls.hcl"), supervisord.consul_tls(cfg).encode())
+
+
+def rotate_root(cfg: MeshConfig, step: str) -> int:
+    """One step of the root's rotation (docs/trust.md): the control plane picks it up by
+    itself; Consul's check certificate and bundle follow, reloaded with SIGHUP."""
+    try:
+        root = pki.rotate_root(cfg.pki_dir, step)
+    except RotationError as exc:
+        print(f"rotate-root {step}: {exc}")
+        return 1
+    _consul_pki(cfg)
+    if supervisord_pid(cfg) is not None:
+        _ctl(cfg, "signal", "HUP", "consul")
+    print(f"rotate-root {step}: {len(root.roots)} root(s) trusted; Consul reloaded")
+    return 0
 
 
 def down(cfg: MeshConfig) -> int:

@@ -1,4 +1,4 @@
-"""The mesh across simulated hosts: `python -m mesh.hosts up|down|status|kill|start`.
+"""The mesh across simulated hosts: `python -m mesh.hosts up|down|status|kill|start|renew-ca`.
 
 `up` (HOSTS=3 app hosts) makes network namespaces on a bridge (mesh/netns.py), one per
 host, each with its own address in HOSTS_SUBNET (198.18.0.0/24, the benchmarking range)
@@ -6,8 +6,10 @@ and its own state folder and supervisord: every app host a Consul server of one 
 a control plane, a rate limit service, an Envoy and one instance of every service; the
 database host a Consul client, PostgreSQL (a database and role per service) and Redis.
 Nothing passes between hosts through the filesystem once they run: what `up` hands a
-host before it starts (its CA copy, Consul tokens, pgpass files) it writes into that
-host's folder only, as a provisioning tool would. It returns when every edge answers
+host before it starts (its own intermediate CA and the root bundle, Consul tokens,
+pgpass files) it writes into that host's folder only, as a provisioning tool would; the
+root's key stays in the provisioner's folder. `renew-ca` issues every running host a
+new intermediate (and the current bundle). It returns when every edge answers
 /healthz and writes `<var>/hosts.json`.
 `down` stops every host's supervisord, SIGKILLs by PID whatever is left in the hosts'
 namespaces, deletes the namespaces (their links go with them) and checks nothing is left.
@@ -55,8 +57,10 @@ LIGHT_SERVICE_ENV = {"BCRYPT_COST": "4", "PREDICT_TRAIN_ROWS": "20000", "BOOKING
 # The benchmarking range (RFC 2544): routed nowhere, so it can clash with nothing real.
 DEFAULT_SUBNET = "198.18.0.0/24"
 # What the provisioner issues to servers (Consul agents, PostgreSQL, Redis): renewed by
-# provisioning again, long before it ends.
+# provisioning again, long before it ends (a leaf never outlives its intermediate).
 SERVER_CERT_LIFETIME = datetime.timedelta(days=30)
+# Renewed by `renew-ca` (cron, config management) well before two thirds of it.
+INTERMEDIATE_LIFETIME = datetime.timedelta(days=7)
 STOP_TIMEOUT_SECONDS = 90.0
 # consul/server.hcl's and client.hcl's datacenter; a server's certificate names
 # server.<datacenter>.consul (verify_server_hostname).
@@ -192,7 +196,7 @@ class HostsConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.hosts")
-    parser.add_argument("command", choices=["up", "down", "status", "kill", "start"])
+    parser.add_argument("command", choices=["up", "down", "status", "kill", "start", "renew-ca"])
     parser.add_argument("host", nargs="?", help="kill / start: the host's name (host-2)")
     args = parser.parse_args(argv)
     config = HostsConfig.from_env()
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if host is None:
             parser.error(f"{args.command} needs a host name: host-1 .. host-{config.count}, db")
         return kill(host) if args.command == "kill" else start(config, host)
-    commands = {"up": up, "down": down, "status": status}
+    commands = {"up": up, "down": down, "status": status, "renew-ca": renew_ca}
     return commands[args.command](config)
 
 
@@ -255,30 +259,26 @@ def _folders(config: HostsConfig, hosts: list[Host]) -> None:
 
 
 def _provision_pki(config: HostsConfig, hosts: list[Host]) -> None:
-    """One root CA, made here; each app host's control plane gets its copy to sign with
-    (docs/deploy.md: why, and the intermediate-per-host step after it)."""
-    root_dir = config.provision_dir / "ca"
-    root = MeshCA.load_or_create(root_dir)
-    for host in hosts:
-        pki = host.cfg.pki_dir
-        private_dir(pki)
-        write_private(pki / "ca.pem", root.cert_pem)
-        if host.is_app:
-            private_dir(pki / "ca")
-            for name in ("ca.pem", "ca-key.pem"):
-                write_private(pki / "ca" / name, (root_dir / name).read_bytes())
+    """The root CA, made and kept here (the provisioner's folder, key 0600); each app host
+    gets an intermediate of its own (its key 0600 and the root bundle, never the root's
+    key) to sign its workloads with; every host gets the bundle (docs/deploy.md)."""
+    issue_intermediates(config, hosts)
 
 
 def _provision_consul(config: HostsConfig, hosts: list[Host]) -> None:
     """The cluster's gossip key (made here, kept 0600) and each agent's certificate and
     TLS file: what lets an agent join the cluster and speak RPC to its servers."""
-    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    # The database host has no intermediate: its agent's certificate comes from one the
+    # provisioner keeps in memory for this run.
+    provisioner = MeshCA.load_or_create(config.provision_dir / "ca").intermediate("provision")
     key_file = config.provision_dir / "consul-gossip.key"
     if not key_file.exists():
         write_private(key_file, new_gossip_key().encode())
     gossip_key = key_file.read_text().strip()
     for host in hosts:
-        write_credentials(consul_certificate(root, host.cfg), host.cfg.pki_dir / "consul")
+        pki = host.cfg.pki_dir
+        signer = MeshCA.load_intermediate(pki / "ca") if host.is_app else provisioner
+        write_credentials(consul_certificate(signer, host.cfg), pki / "consul")
         text = supervisord.consul_tls(host.cfg) + consul_transport(gossip_key)
         write_private(host.cfg.path("consul-tls.hcl"), text.encode())
 
@@ -288,12 +288,12 @@ def new_gossip_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def consul_certificate(root: MeshCA, cfg: MeshConfig) -> IssuedCertificate:
+def consul_certificate(signer: MeshCA, cfg: MeshConfig) -> IssuedCertificate:
     """An agent's one certificate: identity `consul-health` (its checks present it) and,
     on a server, the name every agent checks before it speaks RPC to a server
     (verify_server_hostname): a client agent's certificate cannot pass for a server's."""
     names = [CONSUL_SERVER_NAME] if cfg.consul_server else []
-    return root.issue("consul-health", dns_names=names, lifetime=SERVER_CERT_LIFETIME)
+    return signer.issue("consul-health", dns_names=names, lifetime=SERVER_CERT_LIFETIME)
 
 
 def consul_transport(gossip_key: str) -> str:
@@ -312,6 +312,27 @@ verify_incoming        = true
 verify_outgoing        = true
 verify_server_hostname = true
 """
+
+
+def issue_intermediates(config: HostsConfig, hosts: list[Host]) -> None:
+    """A new intermediate per app host, signed by the provisioner's root, and the root
+    bundle to every host: at `up`, and again by `renew-ca` before they expire (and after
+    each step of a root rotation), as config management would. A running control plane
+    picks the new files up within a second."""
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
+    for host in hosts:
+        pki = private_dir(host.cfg.pki_dir)
+        if host.is_app:
+            intermediate = root.intermediate(host.name, lifetime=INTERMEDIATE_LIFETIME)
+            intermediate.save_intermediate(pki / "ca")
+        write_private(pki / "ca.pem", root.bundle_pem)
+
+
+def renew_ca(config: HostsConfig) -> int:
+    """`renew-ca`: every running host gets a new intermediate and the current bundle."""
+    issue_intermediates(config, [h for h in config.plan() if netns.pids(h.netns)])
+    print("intermediates renewed")
+    return 0
 
 
 def _provision_database(config: HostsConfig, hosts: list[Host]) -> None:

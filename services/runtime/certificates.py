@@ -4,7 +4,10 @@ in memory at start, only its public half goes to the control plane's CA endpoint
 Consul ACL token. Renewed at the time the CA names (two thirds of the life).
 
 `WorkloadIdentity` is a `CredentialSource` (identity.py): servers and channels built
-on it pick up each renewal by themselves.
+on it pick up each renewal by themselves. The certificate it holds is a chain (its own,
+then its host's intermediate CA); what it trusts is the root bundle the CA sent with it,
+which is also what it trusts the CA endpoint by from then on, so a root rotation
+(docs/trust.md) reaches every workload with its next certificate.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class WorkloadIdentity:
         start_timeout: float = 120.0,
     ) -> None:
         self._endpoint = endpoint
+        # MESH_CA_FILE's bundle at first, then the one each certificate came with.
+        self._trust = endpoint.ca_pem
         self._ips = tuple(ip_addresses)
         self._call_timeout = call_timeout
         self._start_timeout = start_timeout
@@ -111,6 +116,8 @@ class WorkloadIdentity:
     def _install(self, current: _Current) -> None:
         with self._lock:
             self._current = current
+            if current.credentials.ca:
+                self._trust = current.credentials.ca
         log.info(
             "certificate issued",
             extra={"serial": current.serial, "renew_at": current.renew_at.isoformat()},
@@ -143,7 +150,9 @@ class WorkloadIdentity:
             csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
             ip_addresses=list(self._ips),
         )
-        creds = grpc.ssl_channel_credentials(root_certificates=self._endpoint.ca_pem)
+        with self._lock:
+            trust = self._trust
+        creds = grpc.ssl_channel_credentials(root_certificates=trust)
         try:
             with grpc.secure_channel(self._endpoint.addr, creds) as channel:
                 stub = certificate_pb2_grpc.CertificateServiceStub(channel)

@@ -91,3 +91,11 @@ def test_upstream_mtls_is_off_unless_asked_for() -> None:
     assert ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "1"}).policy.upstream_tls
     with pytest.raises(ConfigError, match="UPSTREAM_MTLS"):
         ControlPlaneConfig.from_env({"UPSTREAM_MTLS": "yes please"})
+
+
+def test_intermediate_lifetime_is_a_week_unless_set_and_never_below_30_s() -> None:
+    assert ControlPlaneConfig.from_env({}).intermediate_lifetime_seconds == 7 * 24 * 3600
+    env = {"INTERMEDIATE_LIFETIME_SECONDS": "45"}
+    assert ControlPlaneConfig.from_env(env).intermediate_lifetime_seconds == 45
+    with pytest.raises(ConfigError, match="INTERMEDIATE_LIFETIME_SECONDS"):
+        ControlPlaneConfig.from_env({"INTERMEDIATE_LIFETIME_SECONDS": "5"})

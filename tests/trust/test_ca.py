@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 
 from controlplane.ca import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
+    BUNDLE_FILE,
+    ROOT_CERT_FILE,
+    ROOT_KEY_FILE,
     IssuedCertificate,
     MeshCA,
     write_operator_credentials,
@@ -108,8 +109,9 @@ def test_ca_directory_is_private_and_the_key_is_0600(tmp_path: Path) -> None:
     directory = tmp_path / "ca"
     MeshCA.load_or_create(directory)
     assert mode(directory) == 0o700
-    assert mode(directory / CA_KEY_FILE) == 0o600
-    assert mode(directory / CA_CERT_FILE) == 0o644
+    assert mode(directory / ROOT_KEY_FILE) == 0o600
+    assert mode(directory / ROOT_CERT_FILE) == 0o644
+    assert (directory / BUNDLE_FILE).read_bytes() == (directory / ROOT_CERT_FILE).read_bytes()
 
 
 def test_ca_is_loaded_again_from_its_directory(tmp_path: Path) -> None:
