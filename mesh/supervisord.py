@@ -83,9 +83,18 @@ def _program(
     autostart: bool = False,
     stopsignal: str = "TERM",
     extra: Mapping[str, str] | None = None,
+    writes_own_log: bool = False,
 ) -> str:
     process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{cfg.path('log')}/{process_name}.log"
+    own_log = ""
+    if writes_own_log:
+        # The process writes its JSON lines to <process>.log itself (LOG_FILE):
+        # through supervisord's pipe every line cost supervisord a wake-up, a read
+        # and a write (~90 us of CPU per request under load). What still reaches
+        # stdout or stderr (a crash before logging is set up) goes to <process>.out.
+        own_log = f"{_escape(str(cfg.path('log')))}/{process_name}.log"
+        log = f"{cfg.path('log')}/{process_name}.out"
     lines = [
         f"[program:{name}]",
         f"command={command}",
@@ -106,8 +115,10 @@ def _program(
     ]
     lines += [f"{key}={value}" for key, value in (extra or {}).items()]
     if env:
-        pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
-        lines.append(f"environment={pairs}")
+        pairs = [f'{k}="{_escape(v)}"' for k, v in sorted(env.items())]
+        if own_log:
+            pairs.append(f'LOG_FILE="{own_log}"')  # supervisord fills in the process name
+        lines.append(f"environment={','.join(pairs)}")
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +285,7 @@ def _service(cfg: MeshConfig, name: str) -> str:
         env=env,
         numprocs=cfg.instances[name],
         stopwaitsecs=30,
+        writes_own_log=True,
         # A service that starts before PostgreSQL accepts connections exits; supervisord
         # starts it again (1 s, 2 s, ... later) until the server is up.
         extra={"startretries": "10"} if cfg.database == "postgres" else None,

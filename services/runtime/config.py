@@ -70,6 +70,10 @@ class ServerConfig:
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
     log_level: str = "INFO"
+    # JSON lines to this file (owner-only, rotated past log_max_bytes) instead of stderr.
+    log_file: str = ""
+    log_max_bytes: int = 20 * 1024 * 1024
+    log_backups: int = 2
     version: str = "0.1.0"
     instance_id: str = ""
     consul_addr: str = ""
@@ -121,6 +125,9 @@ class ServerConfig:
             grace_seconds=env_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0),
             drain_seconds=env_float(env, "SHUTDOWN_DRAIN_SECONDS", default_drain),
             log_level=env_str(env, "LOG_LEVEL", "INFO").upper(),
+            log_file=env_str(env, "LOG_FILE", ""),
+            log_max_bytes=env_int(env, "LOG_MAX_BYTES", 20 * 1024 * 1024),
+            log_backups=env_int(env, "LOG_BACKUPS", 2),
             version=env_str(env, "SERVICE_VERSION", "0.1.0"),
             instance_id=env_str(env, "INSTANCE_ID", ""),
             consul_addr=consul_addr,

@@ -196,7 +196,13 @@ def serve(config: ServerConfig, build: Builder) -> None:
     With CONSUL_HTTP_ADDR set the instance registers itself in Consul, checked
     through the gRPC health of its first service name.
     """
-    logs.configure(config.service_name, config.log_level)
+    logs.configure(
+        config.service_name,
+        config.log_level,
+        file=config.log_file,
+        max_bytes=config.log_max_bytes,
+        backups=config.log_backups,
+    )
     registry = CollectorRegistry()
     try:
         trust = _trust(config)

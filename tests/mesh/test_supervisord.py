@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from supervisor.options import ServerOptions  # type: ignore[import-untyped]  # no stubs
+
 from mesh import supervisord
 from mesh.config import MeshConfig
 
@@ -30,3 +32,23 @@ def test_cpu_slots_from_the_environment_win(tmp_path: Path) -> None:
     text = supervisord.render(cfg)
     assert 'CPU_SLOTS="7"' in text
     assert not re.search(r'CPU_SLOTS="(?!7")', text)
+
+
+def test_every_service_instance_writes_its_own_log_file(tmp_path: Path) -> None:
+    """supervisord names each process in LOG_FILE; its pipe keeps only stray output."""
+    (tmp_path / "log").mkdir()
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(supervisord.render(MeshConfig.from_env({"MESH_VAR_DIR": str(tmp_path)})))
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    processes = {
+        process.name: process
+        for group in options.process_group_configs
+        for process in group.process_configs
+    }
+    log = tmp_path / "log"
+    for name in ("user-svc-0", "user-svc-1", "booking-svc-0", "auth-svc", "predict-svc"):
+        assert processes[name].environment["LOG_FILE"] == f"{log}/{name}.log"
+        assert processes[name].stdout_logfile == f"{log}/{name}.out"
+    assert "LOG_FILE" not in (processes["envoy"].environment or {})

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx
@@ -16,7 +19,8 @@ from services.runtime import context
 from services.runtime.authn import JwksCache, TokenVerifier
 from services.runtime.config import ServerConfig
 from services.runtime.errors import InvalidArgument, Unauthenticated, field_violations
-from services.runtime.interceptors import VerifiedTokens
+from services.runtime.interceptors import ServerInterceptor, VerifiedTokens
+from services.runtime.metrics import ServerMetrics
 from services.runtime.server import Server, ServiceDefinition
 from tests.conftest import channel_to, make_config, serving
 from tests.runtime.test_authn import AUD, ISS, Keys
@@ -105,6 +109,42 @@ def test_request_id_is_echoed_and_created_headers_are_sent(
 def test_request_id_is_generated_when_absent(stub: auth_pb2_grpc.AuthServiceStub) -> None:
     _, call = stub.RevokeToken.with_call(auth_pb2.RevokeTokenRequest(), timeout=5)
     assert len(dict(call.initial_metadata())["x-request-id"]) == 32
+
+
+def test_a_plain_answer_carries_the_request_id_in_its_trailers_not_a_headers_batch(
+    stub: auth_pb2_grpc.AuthServiceStub, keys: Keys
+) -> None:
+    """Without headers of its own, the answer leaves in one batch: request id in the trailers."""
+    _, call = stub.GetJwks.with_call(
+        auth_pb2.GetJwksRequest(),
+        metadata=(("authorization", "Bearer " + keys.token()), ("x-request-id", "plain-1")),
+        timeout=5,
+    )
+    assert dict(call.trailing_metadata())["x-request-id"] == "plain-1"
+    assert "x-request-id" not in dict(call.initial_metadata())
+
+
+def test_each_method_is_wrapped_once_however_many_calls_it_gets() -> None:
+    """The polling thread only looks the wrapped handler up; it builds nothing per call."""
+    interceptor = ServerInterceptor(None, metrics=ServerMetrics(CollectorRegistry()))
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+        lambda request, ctx: request
+    )
+
+    def details(method: str) -> grpc.HandlerCallDetails:
+        return _Details(method, (("x-request-id", uuid.uuid4().hex),))
+
+    first = interceptor.intercept_service(lambda _: handler, details("/pkg.Svc/A"))
+    again = interceptor.intercept_service(lambda _: handler, details("/pkg.Svc/A"))
+    other = interceptor.intercept_service(lambda _: handler, details("/pkg.Svc/B"))
+    assert first is again
+    assert other is not first
+
+
+@dataclass(frozen=True)
+class _Details(grpc.HandlerCallDetails):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
 
 
 def test_valid_bearer_token_reaches_the_handler_as_principal(
