@@ -3,8 +3,9 @@
 # runs its local instances' health checks and answers its control plane's reads.
 # Per host, as flags: `-node`, `-bind`, `-client`, `-retry-join` (the servers), `-data-dir`;
 # with acl.hcl and the host's consul-tls.hcl (its mesh certificate, the gossip key, TLS
-# on RPC), as on a server: without the key it cannot join, without the certificate
-# the servers refuse its RPC.
+# on RPC, plain HTTP on loopback and HTTPS with client certificates on its address), as
+# on a server: without the key it cannot join, without the certificate the servers
+# refuse its RPC.
 
 server = false
 datacenter = "dc1"

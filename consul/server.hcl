@@ -4,9 +4,11 @@
 # `-bind` (its address), `-client` (loopback and its address), `-retry-join` (each
 # other server's address), `-data-dir`. ACLs come from acl.hcl beside this file; the
 # host's consul-tls.hcl (0600, rendered by mesh/hosts.py) holds what is the host's own
-# and secret: its certificate from the mesh CA (for checks, and for RPC, where a
-# server's names server.dc1.consul), the cluster's gossip key (`encrypt`) and
-# verify_incoming / verify_outgoing / verify_server_hostname (docs/deploy.md).
+# and secret: its certificate from the mesh CA (for checks, for RPC, where a server's
+# names server.dc1.consul, and for HTTPS, where it names the host's address), the
+# cluster's gossip key (`encrypt`), verify_incoming / verify_outgoing /
+# verify_server_hostname, and the HTTP API's addresses: plain HTTP on loopback only,
+# HTTPS (8501, verify_incoming_https) on the host's address (docs/deploy.md).
 # Reference: https://developer.hashicorp.com/consul/docs/v1.8.x/agent/options
 
 server = true
@@ -43,6 +45,8 @@ autopilot {
 }
 
 ports {
+  # Plain HTTP: loopback only (addresses.http in the host's consul-tls.hcl), for the
+  # host's own processes. Other hosts use the HTTPS port set there.
   http = 8500
   dns  = 8600
   # Consul's own xDS (Connect) speaks only Envoy's removed v2 API: not used.

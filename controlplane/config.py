@@ -3,7 +3,10 @@
 | variable | default | what |
 |---|---|---|
 | `CONSUL_HTTP_ADDRS` | `CONSUL_HTTP_ADDR` | agents to watch, local first; one down: the next |
-| `CONSUL_HTTP_ADDR` | `127.0.0.1:8500` | one Consul agent's HTTP API (`http://` prefix allowed) |
+| `CONSUL_HTTP_ADDR` | `127.0.0.1:8500` | the local agent's plain HTTP API (`http://` allowed) |
+| `CONSUL_CACERT` | (none) | for `https://` agents: the mesh CA their certificates chain to |
+| `CONSUL_CLIENT_CERT` | (none) | for `https://` agents: the client certificate they ask for |
+| `CONSUL_CLIENT_KEY` | (none) | its key: refused unless only its owner may read it (0600) |
 | `XDS_SOCKET` | `$MESH_VAR_DIR/xds/ads.sock` | ADS's Unix socket, 0600 in a 0700 folder |
 | `MESH_VAR_DIR` | `var` | the state folder, for XDS_SOCKET's default |
 | `MESH_CA_BIND_ADDR` | `MESH_CA_ADDR` | CA endpoint's bind address, apart from the dialed one |
@@ -27,6 +30,11 @@ Istio's agent serves its Envoy: the socket file's permissions decide who may con
 where any local process could reach a TCP port. There is no TCP option
 (`XDS_HOST`/`XDS_PORT` are gone: set, they are ignored and the start is logged with a
 warning naming them): Envoy runs next to its control plane on every host.
+
+Consul's API carries the control plane's ACL token: the local agent is read over plain
+HTTP on loopback, any other over HTTPS only (Consul's own variable names, as its CLI
+reads them). Under `make hosts-up` the client certificate is the host's Consul agent's
+(`consul-health`, docs/deploy.md: why that one).
 """
 
 from __future__ import annotations
@@ -101,13 +109,18 @@ class ControlPlaneConfig:
     # Where the CA endpoint binds; empty: `ca_addr` (which its certificate names).
     ca_bind_addr: str = ""
     consul_token: str = field(default="", repr=False)
+    # For `https://` agents: the CA that signed theirs, and the client certificate.
+    consul_ca_file: Path | None = None
+    consul_cert_file: Path | None = None
+    consul_key_file: Path | None = None
     # OBSOLETE settings found in the environment: warned about at start.
     ignored: tuple[str, ...] = ()
 
     @property
     def consul_agents(self) -> tuple[str, ...]:
-        """The agents to ask, in order: `consul_addrs`, else `consul_addr` alone."""
-        return self.consul_addrs or (self.consul_addr,)
+        """The agents' base URLs, in order: `consul_addrs`, else `consul_addr` alone
+        (`HOST:PORT` is plain HTTP)."""
+        return tuple(_agent_url(addr) for addr in self.consul_addrs or (self.consul_addr,))
 
     @property
     def read_timeout_seconds(self) -> float:
@@ -116,13 +129,18 @@ class ControlPlaneConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneConfig:
         env = os.environ if env is None else env
-        addrs = _consul_addrs(env, env_str(env, "CONSUL_HTTP_ADDR", cls.consul_addr))
+        local = env_str(env, "CONSUL_HTTP_ADDR", cls.consul_addr)
+        addrs = _consul_addrs(env, local)
         wait = env_float(env, "CONSUL_WAIT_SECONDS", cls.wait_seconds)
         if not 1.0 <= wait <= 600.0:  # Consul caps a blocking query at 10 minutes.
             raise ConfigError(f"CONSUL_WAIT_SECONDS={wait} is not between 1 and 600")
+        tls = _consul_tls(env, needed=any(a.startswith("https://") for a in addrs))
         return cls(
-            consul_addr=addrs[0],
+            consul_addr=_local_addr(local),
             consul_addrs=addrs,
+            consul_ca_file=tls[0],
+            consul_cert_file=tls[1],
+            consul_key_file=tls[2],
             xds_socket=xds_socket(env),
             wait_seconds=wait,
             exclude=_names(env_str(env, "CONTROLPLANE_EXCLUDE", "consul")),
@@ -145,14 +163,50 @@ class ControlPlaneConfig:
         )
 
 
+def _agent_url(addr: str) -> str:
+    """`http://HOST:PORT` or `https://HOST:PORT`; a bare `HOST:PORT` is plain HTTP."""
+    addr = addr.strip().rstrip("/")
+    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
+
+
+def _local_addr(raw: str) -> str:
+    """CONSUL_HTTP_ADDR as HOST:PORT: the local agent, asked over plain HTTP only (the
+    CA endpoint checks tokens with it too), so `https://` is refused here."""
+    addr = raw.strip().rstrip("/")
+    if addr.startswith("https://"):
+        raise ConfigError(
+            "CONSUL_HTTP_ADDR is the local agent's plain HTTP API on loopback; "
+            "put HTTPS agents in CONSUL_HTTP_ADDRS"
+        )
+    return addr.removeprefix("http://")
+
+
 def _consul_addrs(env: Mapping[str, str], single: str) -> tuple[str, ...]:
-    """CONSUL_HTTP_ADDRS in order, duplicates dropped; else CONSUL_HTTP_ADDR alone."""
+    """CONSUL_HTTP_ADDRS as base URLs in order, duplicates dropped; else
+    CONSUL_HTTP_ADDR alone."""
     raw = env_str(env, "CONSUL_HTTP_ADDRS", single)
-    addrs = [a.strip().removeprefix("http://").rstrip("/") for a in raw.split(",")]
-    unique = tuple(dict.fromkeys(a for a in addrs if a))
+    unique = tuple(dict.fromkeys(_agent_url(a) for a in raw.split(",") if a.strip()))
     if not unique:
         raise ConfigError("CONSUL_HTTP_ADDRS names no address")
     return unique
+
+
+def _consul_tls(env: Mapping[str, str], *, needed: bool) -> tuple[Path | None, ...]:
+    """CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY: all three when an agent is
+    asked over HTTPS, each an existing file, the key readable by its owner only."""
+    names = ("CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY")
+    paths = [Path(raw) if (raw := env.get(name, "").strip()) else None for name in names]
+    if not needed:
+        return tuple(paths)
+    for name, path in zip(names, paths, strict=True):
+        if path is None:
+            raise ConfigError(f"CONSUL_HTTP_ADDRS has an https:// agent: set {name}")
+        if not path.is_file():
+            raise ConfigError(f"{name}: no such file")
+    key = paths[2]
+    if key is not None and key.stat().st_mode & 0o077:
+        raise ConfigError("CONSUL_CLIENT_KEY may be readable by its owner only (chmod 600)")
+    return tuple(paths)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

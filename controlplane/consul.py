@@ -5,6 +5,8 @@ One thread long-polls `/v1/catalog/services`; one thread per service long-polls
 returns as soon as something changes. When Consul is unreachable the last view is
 kept (Envoy keeps routing to what it knew) and every query retries with bounded,
 jittered backoff from index 0, so the view catches up the moment Consul is back.
+The local agent is read over plain HTTP on loopback; another host's over HTTPS only,
+with the mesh CA and a client certificate (the token must not cross hosts in clear).
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import functools
 import ipaddress
 import logging
 import random
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from controlplane.config import ControlPlaneConfig
+from controlplane.config import ConfigError, ControlPlaneConfig
 from controlplane.resources import CRITICAL, PASSING, WARNING, Instance
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,10 @@ class ConsulClient:
         self._agents = [(addr, self._client(config, addr)) for addr in config.consul_agents]
 
     @staticmethod
-    def _client(config: ControlPlaneConfig, addr: str) -> httpx.Client:
+    def _client(config: ControlPlaneConfig, url: str) -> httpx.Client:
         return httpx.Client(
-            base_url=f"http://{addr}",
+            base_url=url,
+            verify=_verify(config) if url.startswith("https://") else True,
             timeout=httpx.Timeout(
                 config.read_timeout_seconds, connect=config.connect_timeout_seconds
             ),
@@ -112,6 +117,23 @@ class ConsulClient:
     def close(self) -> None:
         for _addr, http in self._agents:
             http.close()
+
+
+def _verify(config: ControlPlaneConfig) -> ssl.SSLContext:
+    if not (config.consul_ca_file and config.consul_cert_file and config.consul_key_file):
+        raise ConfigError("an https:// Consul agent needs the CA, a client certificate and key")
+    return consul_tls_context(
+        config.consul_ca_file, config.consul_cert_file, config.consul_key_file
+    )
+
+
+def consul_tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A client context for an agent's HTTPS API: its certificate checked against the
+    mesh CA and the address dialled, ours shown (verify_incoming_https asks for it)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
 
 
 def next_index(previous: int, returned: int) -> int:

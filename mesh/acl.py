@@ -12,15 +12,20 @@ Tokens are kept in `<var>/tokens/<name>.token` (0600, the folder 0700):
 | `bootstrap` | everything (the bootstrap token); used only here |
 
 Idempotent: a token file whose token Consul still knows is kept; anything missing is made.
+Every call carries the bootstrap token, so an agent on another machine is asked over its
+HTTPS API only (an `Endpoint` with the mesh CA and a client certificate); a bare
+`HOST:PORT` is the plain HTTP API of an agent on this machine's loopback (`make up`).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,23 @@ class AclError(RuntimeError):
     """Consul refused or did not answer an ACL call."""
 
 
-def ensure_tokens(consul_addr: str, tokens_dir: Path, services: Iterable[str]) -> dict[str, Path]:
+@dataclass(frozen=True)
+class Endpoint:
+    """One agent's HTTP API: `http://127.0.0.1:8500` from its own host, or
+    `https://ADDRESS:8501` with `tls` (the mesh CA and a client certificate)."""
+
+    url: str
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
+
+
+Agent = Endpoint | str
+
+
+def _endpoint(agent: Agent) -> Endpoint:
+    return agent if isinstance(agent, Endpoint) else Endpoint(f"http://{agent}")
+
+
+def ensure_tokens(consul_addr: Agent, tokens_dir: Path, services: Iterable[str]) -> dict[str, Path]:
     """Bootstraps the ACL system if needed and makes every missing token; returns their files."""
     private_dir(tokens_dir)
     master = _bootstrap_token(consul_addr, tokens_dir / "bootstrap.token")
@@ -66,28 +87,29 @@ def ensure_tokens(consul_addr: str, tokens_dir: Path, services: Iterable[str]) -
     return files
 
 
-def set_agent_token(consul_addr: str, master: str, agent_token: str) -> None:
+def set_agent_token(consul_addr: Agent, master: str, agent_token: str) -> None:
     """Gives the agent at `consul_addr` its own token (each agent of a cluster needs it)."""
     _call(consul_addr, "PUT", "/v1/agent/token/agent", master, {"Token": agent_token})
 
 
-def wait_for_leader(consul_addr: str, timeout: float) -> None:
+def wait_for_leader(consul_addr: Agent, timeout: float) -> None:
     """Polls until the agent has elected a leader (ACL calls fail before that)."""
+    agent = _endpoint(consul_addr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(
-                f"http://{consul_addr}/v1/status/leader", timeout=1
+            with urllib.request.urlopen(  # noqa: S310 (the agent's own URL)
+                f"{agent.url}/v1/status/leader", timeout=1, context=agent.tls
             ) as answer:
                 if json.loads(answer.read()):
                     return
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    raise AclError(f"consul at {consul_addr} has no leader after {timeout:.0f} s")
+    raise AclError(f"consul at {agent.url} has no leader after {timeout:.0f} s")
 
 
-def _bootstrap_token(consul_addr: str, path: Path) -> str:
+def _bootstrap_token(consul_addr: Agent, path: Path) -> str:
     if _known(consul_addr, path):
         return path.read_text().strip()
     # The first bootstrap right after the leader is elected can be refused while the
@@ -105,7 +127,7 @@ def _bootstrap_token(consul_addr: str, path: Path) -> str:
     return secret
 
 
-def _known(consul_addr: str, path: Path) -> bool:
+def _known(consul_addr: Agent, path: Path) -> bool:
     """Whether `path` holds a token this Consul knows."""
     try:
         token = path.read_text().strip()
@@ -115,7 +137,7 @@ def _known(consul_addr: str, path: Path) -> bool:
     return True
 
 
-def _ensure_policy(consul_addr: str, master: str, name: str, rules: str) -> str:
+def _ensure_policy(consul_addr: Agent, master: str, name: str, rules: str) -> str:
     try:
         found = _call(consul_addr, "GET", f"/v1/acl/policy/name/{name}", master, None)
         return str(found["ID"])
@@ -124,15 +146,18 @@ def _ensure_policy(consul_addr: str, master: str, name: str, rules: str) -> str:
         return str(_call(consul_addr, "PUT", "/v1/acl/policy", master, body)["ID"])
 
 
-def _call(consul_addr: str, method: str, path: str, token: str | None, body: Any) -> Any:
-    request = urllib.request.Request(
-        f"http://{consul_addr}{path}",
+def _call(consul_addr: Agent, method: str, path: str, token: str | None, body: Any) -> Any:
+    agent = _endpoint(consul_addr)
+    request = urllib.request.Request(  # noqa: S310 (the agent's own http(s) URL)
+        f"{agent.url}{path}",
         data=json.dumps(body).encode() if body is not None else None,
         method=method,
         headers={"X-Consul-Token": token} if token else {},
     )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as answer:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310 (the agent's own URL)
+            request, timeout=TIMEOUT_SECONDS, context=agent.tls
+        ) as answer:
             raw = answer.read()
     except urllib.error.HTTPError as err:
         # Consul's message names what was missing, never the token itself.

@@ -31,6 +31,8 @@ class Ports:
     ca: int = 18001
     admin: int = 9901
     consul_http: int = 8500
+    # Consul's HTTPS API: what other hosts' clients use (mesh/hosts.py); unused by `make up`.
+    consul_https: int = 8501
     consul_dns: int = 8600
     consul_server: int = 8300
     consul_serf_lan: int = 8301
@@ -145,8 +147,8 @@ class MeshConfig:
 
     @property
     def consul_addr(self) -> str:
-        """This host's own agent."""
-        return f"{self.advertise_host}:{self.ports.consul_http}"
+        """This host's own agent: plain HTTP, which it serves on loopback only."""
+        return f"{self.local_host}:{self.ports.consul_http}"
 
     @property
     def ca_addr(self) -> str:

@@ -44,6 +44,7 @@ from controlplane.ca import (
     write_credentials,
     write_private,
 )
+from controlplane.consul import consul_tls_context
 from mesh import acl, envoy_config, netns, postgres, redis_server, supervisord
 from mesh.config import ROOT, MeshConfig
 from services.runtime.config import env_int, env_str
@@ -66,6 +67,9 @@ STOP_TIMEOUT_SECONDS = 90.0
 # server.<datacenter>.consul (verify_server_hostname).
 CONSUL_DATACENTER = "dc1"
 CONSUL_SERVER_NAME = f"server.{CONSUL_DATACENTER}.consul"
+# The identity of the provisioner's certificate for Consul's HTTPS API: no policy names
+# it, so it can call no service (Consul checks only that the mesh CA signed it).
+PROVISIONER = "provisioner"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class Host:
             "name": self.name,
             "netns": self.netns,
             "address": self.address,
-            "consul": f"http://{self.cfg.consul_addr}",
+            # Its agent's API as other machines reach it: HTTPS, with a mesh certificate.
+            "consul": f"https://{self.cfg.dial(self.cfg.ports.consul_https)}",
             "roles": list(self.roles),
             "var_dir": str(self.cfg.var_dir),
         }
@@ -139,6 +144,11 @@ class HostsConfig:
         return self.hosts_dir / "provision"
 
     @property
+    def provisioner_pki_dir(self) -> Path:
+        """The provisioner's client certificate for the agents' HTTPS APIs (and the CA's)."""
+        return self.provision_dir / "consul-client"
+
+    @property
     def json_path(self) -> Path:
         return self.var_dir / "hosts.json"
 
@@ -171,7 +181,7 @@ class HostsConfig:
         self, name: str, address: str, roles: tuple[str, ...], apps: list[str], db: str
     ) -> Host:
         is_app = "envoy" in roles
-        consul = self.base.ports.consul_http
+        https = self.base.ports.consul_https
         cfg = dataclasses.replace(
             self.base,
             var_dir=self.hosts_dir / name,
@@ -181,9 +191,10 @@ class HostsConfig:
             node_name=name,
             consul_server=is_app,
             consul_join=tuple(a for a in apps if a != address),
-            # Its own agent first, then the others.
-            consul_addrs=tuple(
-                dict.fromkeys(f"{a}:{consul}" for a in [address, *apps] if a in apps)
+            # Its own agent first, on loopback; then the other servers' agents, over HTTPS.
+            consul_addrs=(
+                f"http://{self.base.consul_addr}",
+                *(f"https://{a}:{https}" for a in apps if a != address),
             ),
             postgres_host=db,
             redis_host=db,
@@ -266,11 +277,13 @@ def _provision_pki(config: HostsConfig, hosts: list[Host]) -> None:
 
 
 def _provision_consul(config: HostsConfig, hosts: list[Host]) -> None:
-    """The cluster's gossip key (made here, kept 0600) and each agent's certificate and
-    TLS file: what lets an agent join the cluster and speak RPC to its servers."""
+    """The cluster's gossip key (made here, kept 0600), each agent's certificate and TLS
+    file: what lets an agent join the cluster, speak RPC to its servers and serve HTTPS;
+    and the provisioner's own client certificate for those HTTPS APIs."""
+    root = MeshCA.load_or_create(config.provision_dir / "ca")
     # The database host has no intermediate: its agent's certificate comes from one the
     # provisioner keeps in memory for this run.
-    provisioner = MeshCA.load_or_create(config.provision_dir / "ca").intermediate("provision")
+    provisioner = root.intermediate("provision")
     key_file = config.provision_dir / "consul-gossip.key"
     if not key_file.exists():
         write_private(key_file, new_gossip_key().encode())
@@ -279,8 +292,21 @@ def _provision_consul(config: HostsConfig, hosts: list[Host]) -> None:
         pki = host.cfg.pki_dir
         signer = MeshCA.load_intermediate(pki / "ca") if host.is_app else provisioner
         write_credentials(consul_certificate(signer, host.cfg), pki / "consul")
-        text = supervisord.consul_tls(host.cfg) + consul_transport(gossip_key)
+        text = supervisord.consul_tls(host.cfg) + consul_transport(gossip_key, host.cfg)
         write_private(host.cfg.path("consul-tls.hcl"), text.encode())
+    issued = root.issue(PROVISIONER, lifetime=SERVER_CERT_LIFETIME)
+    write_credentials(issued, config.provisioner_pki_dir)
+
+
+def consul_https(config: HostsConfig, address: str) -> acl.Endpoint:
+    """The HTTPS API of the agent at `address`, as the provisioner (and the tests, from
+    the client machine) reach it: the mesh CA and the provisioner's certificate."""
+    folder = config.provisioner_pki_dir
+    url = f"https://{address}:{config.base.ports.consul_https}"
+    tls = consul_tls_context(
+        folder / "ca.pem", folder / f"{PROVISIONER}.pem", folder / f"{PROVISIONER}-key.pem"
+    )
+    return acl.Endpoint(url, tls)
 
 
 def new_gossip_key() -> str:
@@ -293,10 +319,16 @@ def consul_certificate(signer: MeshCA, cfg: MeshConfig) -> IssuedCertificate:
     on a server, the name every agent checks before it speaks RPC to a server
     (verify_server_hostname): a client agent's certificate cannot pass for a server's."""
     names = [CONSUL_SERVER_NAME] if cfg.consul_server else []
-    return signer.issue("consul-health", dns_names=names, lifetime=SERVER_CERT_LIFETIME)
+    # The host's address too: its HTTPS API serves this certificate to other hosts.
+    return signer.issue(
+        "consul-health",
+        dns_names=names,
+        ip_addresses=[cfg.advertise_host],
+        lifetime=SERVER_CERT_LIFETIME,
+    )
 
 
-def consul_transport(gossip_key: str) -> str:
+def consul_transport(gossip_key: str, cfg: MeshConfig) -> str:
     """The part of an agent's TLS file that secures what crosses hosts (Consul 1.8)."""
     return f"""
 # Gossip (Serf, 8301 TCP and UDP) encrypted and authenticated with the cluster's key:
@@ -306,11 +338,26 @@ encrypt = "{gossip_key}"
 
 # RPC (8300: agents to servers, servers to servers) over TLS both ways, with the
 # certificates above from the mesh CA: a peer without one is refused, and a server
-# must prove the name {CONSUL_SERVER_NAME}. The HTTP API is not covered (no https port).
+# must prove the name {CONSUL_SERVER_NAME}.
 # Reference: https://developer.hashicorp.com/consul/docs/v1.8.x/agent/options#verify_incoming
 verify_incoming        = true
 verify_outgoing        = true
 verify_server_hostname = true
+
+# The HTTP API carries ACL tokens: plain HTTP on loopback only, for this host's own
+# clients (services registering, the control plane's reads of its own agent, the consul
+# CLI); other machines get HTTPS on the host's address only, and only with a client
+# certificate from the mesh CA. The certificate above names that address (IP SAN).
+# NOTE: addresses.http wins over -client for HTTP; DNS stays where -client puts it.
+# Reference: https://developer.hashicorp.com/consul/docs/v1.8.x/agent/options#verify_incoming_https
+addresses {{
+  http  = "{cfg.local_host}"
+  https = "{cfg.advertise_host}"
+}}
+ports {{
+  https = {cfg.ports.consul_https}
+}}
+verify_incoming_https = true
 """
 
 
@@ -392,17 +439,19 @@ def _ctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def _bootstrap_acls(config: HostsConfig, hosts: list[Host]) -> None:
-    """Runs in the client namespace: bootstrap through the first server, then give
-    each agent its token and each host the tokens of its own workloads only."""
+    """Runs in the client namespace, over each agent's HTTPS API: bootstrap through the
+    first server, then give each agent its token and each host the tokens of its own
+    workloads only."""
     apps = [h for h in hosts if h.is_app]
-    first = apps[0].cfg.consul_addr
+    first = consul_https(config, apps[0].address)
     acl.wait_for_leader(first, config.up_timeout_seconds)
     files = acl.ensure_tokens(first, config.provision_dir / "tokens", config.base.services)
     master = files["bootstrap"].read_text().strip()
     agent_token = files["agent"].read_text().strip()
     for host in hosts:
-        acl.wait_for_leader(host.cfg.consul_addr, config.up_timeout_seconds)
-        acl.set_agent_token(host.cfg.consul_addr, master, agent_token)
+        agent = consul_https(config, host.address)
+        acl.wait_for_leader(agent, config.up_timeout_seconds)
+        acl.set_agent_token(agent, master, agent_token)
         if host.is_app:
             for name in (*host.cfg.services, acl.RATELIMIT, "controlplane", "operator"):
                 write_private(host.cfg.token_file(name), files[name].read_bytes())

@@ -244,6 +244,13 @@ def _controlplane(cfg: MeshConfig) -> str:
         "CERT_LIFETIME_SECONDS": str(cfg.cert_lifetime_seconds),
         "UPSTREAM_MTLS": "1",
     }
+    if any(addr.startswith("https://") for addr in cfg.consul_addrs):
+        # Other hosts' agents over HTTPS, showing this host's Consul agent certificate
+        # (docs/deploy.md: why that one).
+        folder = cfg.pki_dir / "consul"
+        env["CONSUL_CACERT"] = str(folder / "ca.pem")
+        env["CONSUL_CLIENT_CERT"] = str(folder / "consul-health.pem")
+        env["CONSUL_CLIENT_KEY"] = str(folder / "consul-health-key.pem")
     return _program("controlplane", f"{sys.executable} -m controlplane", cfg, priority=20, env=env)
 
 

@@ -99,3 +99,46 @@ def test_intermediate_lifetime_is_a_week_unless_set_and_never_below_30_s() -> No
     assert ControlPlaneConfig.from_env(env).intermediate_lifetime_seconds == 45
     with pytest.raises(ConfigError, match="INTERMEDIATE_LIFETIME_SECONDS"):
         ControlPlaneConfig.from_env({"INTERMEDIATE_LIFETIME_SECONDS": "5"})
+
+
+def _tls_files(folder: Path, key_mode: int = 0o600) -> dict[str, str]:
+    names = {"CONSUL_CACERT": "ca.pem", "CONSUL_CLIENT_CERT": "c.pem", "CONSUL_CLIENT_KEY": "k.pem"}
+    for name in names.values():
+        (folder / name).write_text("pem")
+    (folder / "k.pem").chmod(key_mode)
+    return {variable: str(folder / name) for variable, name in names.items()}
+
+
+def test_https_agents_are_read_with_the_mesh_ca_and_a_client_certificate(tmp_path: Path) -> None:
+    env = {
+        "CONSUL_HTTP_ADDR": "127.0.0.1:8500",
+        "CONSUL_HTTP_ADDRS": "127.0.0.1:8500,https://198.18.0.12:8501/",
+        **_tls_files(tmp_path),
+    }
+    config = ControlPlaneConfig.from_env(env)
+    assert config.consul_agents == ("http://127.0.0.1:8500", "https://198.18.0.12:8501")
+    assert config.consul_addr == "127.0.0.1:8500"
+    assert config.consul_key_file == tmp_path / "k.pem"
+
+
+@pytest.mark.parametrize("missing", ["CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY"])
+def test_an_https_agent_without_ca_or_client_certificate_is_refused(
+    tmp_path: Path, missing: str
+) -> None:
+    env = {"CONSUL_HTTP_ADDRS": "127.0.0.1:8500,https://198.18.0.12:8501"}
+    env |= _tls_files(tmp_path)
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        ControlPlaneConfig.from_env(env)
+
+
+def test_a_client_key_others_may_read_is_refused(tmp_path: Path) -> None:
+    env = {"CONSUL_HTTP_ADDRS": "https://198.18.0.12:8501", **_tls_files(tmp_path, 0o644)}
+    with pytest.raises(ConfigError, match="CONSUL_CLIENT_KEY"):
+        ControlPlaneConfig.from_env(env)
+
+
+def test_the_local_agent_is_never_an_https_address() -> None:
+    """CONSUL_HTTP_ADDR is the loopback agent the CA endpoint checks tokens with."""
+    with pytest.raises(ConfigError, match="CONSUL_HTTP_ADDR"):
+        ControlPlaneConfig.from_env({"CONSUL_HTTP_ADDR": "https://198.18.0.12:8501"})

@@ -16,8 +16,8 @@ from tests.controlplane.conftest import (
     GrpcInstance,
     control_plane_config,
     unique_name,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

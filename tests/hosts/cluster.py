@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,7 +19,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from controlplane.consul import consul_tls_context
 from mesh import netns
+from mesh.hosts import PROVISIONER
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +57,15 @@ class Cluster:
     def client_addresses(self) -> list[str]:
         return list(self.document["client"]["addresses"])
 
+    def consul_tls(self, *, client_certificate: bool = True) -> ssl.SSLContext:
+        """What another machine needs for an agent's HTTPS API: the mesh CA and the
+        provisioner's client certificate (`client_certificate=False`: the CA only)."""
+        folder = Path(self.document["provision_dir"], "consul-client")
+        if not client_certificate:
+            return ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        cert, key = folder / f"{PROVISIONER}.pem", folder / f"{PROVISIONER}-key.pem"
+        return consul_tls_context(folder / "ca.pem", cert, key)
+
     def secret(self, *parts: str) -> str:
         """A file the provisioner kept (the bootstrap token, ...)."""
         return Path(self.document["provision_dir"], *parts).read_text().strip()
@@ -88,9 +100,18 @@ class NetnsClient:
     """Runs calls on threads that entered the client namespace, each thread with its
     own httpx client bound to `source` (the client machine's address)."""
 
-    def __init__(self, namespace: str, source: str, workers: int = 4) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        source: str,
+        workers: int = 4,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
         self._local = threading.local()
         self._source = source
+        # For HTTPS (an agent's API): the CA to check servers with, and the client's
+        # certificate; None: the default trust store, which knows no mesh CA.
+        self._verify = verify
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
@@ -101,7 +122,10 @@ class NetnsClient:
         """This thread's client (call from inside `run` only)."""
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            transport = httpx.HTTPTransport(local_address=self._source)
+            transport = httpx.HTTPTransport(
+                local_address=self._source,
+                verify=self._verify if self._verify is not None else True,
+            )
             client = httpx.Client(transport=transport, timeout=REQUEST_TIMEOUT_SECONDS)
             self._local.client = client
             with self._lock:

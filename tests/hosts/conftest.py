@@ -75,3 +75,13 @@ def client(cluster: Cluster) -> Iterator[NetnsClient]:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture(scope="session")
+def consul_client(cluster: Cluster) -> Iterator[NetnsClient]:
+    """Requests to the agents' HTTPS APIs from the client machine, with a mesh certificate."""
+    made = NetnsClient(cluster.client_ns, cluster.client_addresses[0], verify=cluster.consul_tls())
+    try:
+        yield made
+    finally:
+        made.close()

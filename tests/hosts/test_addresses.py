@@ -79,15 +79,15 @@ def _ids(agent: ConsulAgent, name: str) -> set[str]:
 
 
 def test_control_plane_reads_consul_addresses_in_order() -> None:
-    env = {"CONSUL_HTTP_ADDRS": "http://198.18.0.11:8500, 198.18.0.12:8500,198.18.0.11:8500"}
+    env = {"CONSUL_HTTP_ADDRS": "http://127.0.0.1:8500, 127.0.0.2:8500,127.0.0.1:8500"}
     config = ControlPlaneConfig.from_env(env)
-    assert config.consul_agents == ("198.18.0.11:8500", "198.18.0.12:8500")
-    assert config.consul_addr == "198.18.0.11:8500"
+    assert config.consul_agents == ("http://127.0.0.1:8500", "http://127.0.0.2:8500")
+    assert config.consul_addr == "127.0.0.1:8500"
 
 
 def test_control_plane_without_a_list_uses_its_one_address() -> None:
-    config = ControlPlaneConfig.from_env({"CONSUL_HTTP_ADDR": "198.18.0.13:8500"})
-    assert config.consul_agents == ("198.18.0.13:8500",)
+    config = ControlPlaneConfig.from_env({"CONSUL_HTTP_ADDR": "127.0.0.1:8500"})
+    assert config.consul_agents == ("http://127.0.0.1:8500",)
 
 
 def test_an_empty_consul_list_is_refused() -> None:
@@ -104,7 +104,7 @@ def test_client_falls_back_to_the_second_agent_when_the_first_is_dead(
         services, index = client.get("/v1/catalog/services", 0)
         assert "consul" in services
         assert index > 0
-        assert client.agent == agent.http_addr
+        assert client.agent == f"http://{agent.http_addr}"
     finally:
         client.close()
 

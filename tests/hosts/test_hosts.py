@@ -77,7 +77,7 @@ def test_hosts_json_names_every_host_its_edge_and_consul(cluster: Cluster) -> No
 
 
 def test_every_service_has_passing_instances_on_every_app_host(
-    cluster: Cluster, client: NetnsClient
+    cluster: Cluster, consul_client: NetnsClient
 ) -> None:
     """hosts-up returns once every edge is healthy (one instance of each service known);
     the other hosts' instances pass their first checks soon after: polled, bounded."""
@@ -86,7 +86,7 @@ def test_every_service_has_passing_instances_on_every_app_host(
     everywhere = {app["address"] for app in cluster.apps}
 
     def everywhere_passing(name: str) -> bool:
-        answer = client.request(
+        answer = consul_client.request(
             consul, "GET", f"/v1/health/service/{name}?passing", headers={"X-Consul-Token": token}
         )
         return {entry["Service"]["Address"] for entry in answer.json()} == everywhere
@@ -104,6 +104,66 @@ def test_host_local_listeners_are_not_on_the_hosts_network(
         with pytest.raises(httpx.ConnectError):
             client.request(f"http://{address}:{port}", "GET", "/")
     assert client.request(cluster.apps[0]["edge"], "GET", "/healthz").status_code == 200
+
+
+def test_consul_api_reaches_other_machines_over_https_with_a_mesh_certificate_only(
+    cluster: Cluster, client: NetnsClient, consul_client: NetnsClient
+) -> None:
+    """From the client machine: an agent's plain HTTP port at its address refuses the
+    connection; its HTTPS port refuses a client without a mesh certificate and answers
+    one with it (and the agent's certificate checks out against the mesh CA)."""
+    for host in cluster.document["hosts"]:
+        assert host["consul"] == f"https://{host['address']}:{Ports().consul_https}"
+        with pytest.raises(httpx.ConnectError, match="refused"):
+            client.request(f"http://{host['address']}:{Ports().consul_http}", "GET", "/")
+        answer = consul_client.request(host["consul"], "GET", "/v1/status/leader")
+        assert answer.status_code == 200
+        assert answer.json() != ""
+    anonymous = NetnsClient(
+        cluster.client_ns,
+        cluster.client_addresses[1],
+        workers=1,
+        verify=cluster.consul_tls(client_certificate=False),
+    )
+    try:
+        for host in cluster.document["hosts"]:
+            with pytest.raises(httpx.TransportError):
+                anonymous.request(host["consul"], "GET", "/v1/status/leader")
+    finally:
+        anonymous.close()
+
+
+def test_control_plane_follows_the_cluster_over_https_while_its_agent_is_down(
+    cluster: Cluster, record_property: Record
+) -> None:
+    """host-3's agent stopped: its control plane reads another host's agent over HTTPS,
+    so its Envoy still learns that host-1's user-svc instance left."""
+    watcher, source = cluster.apps[2], cluster.apps[0]
+    admin = NetnsClient(watcher["netns"], "127.0.0.1", workers=1)
+    endpoint = f"user-svc::{source['address']}:"
+    cluster.supervisorctl(watcher["name"], "stop", "consul")
+    try:
+        wait_until(lambda: endpoint in _clusters(admin), "host-3's Envoy to know the instance", 60)
+        cluster.supervisorctl(source["name"], "stop", "user-svc:*")
+        _, took = wait_until(
+            lambda: endpoint not in _clusters(admin),
+            "host-3's Envoy to drop host-1's user-svc with its agent down",
+            60,
+        )
+        _report(record_property, "update_through_https_fallback_seconds", took)
+        log = Path(watcher["var_dir"], "log").glob("controlplane*.log")
+        switched = [line for path in log for line in path.read_text().splitlines()]
+        assert any("consul agent switched" in line and "https://" in line for line in switched)
+    finally:
+        cluster.supervisorctl(source["name"], "start", "user-svc:*")
+        cluster.supervisorctl(watcher["name"], "start", "consul")
+        admin.close()
+
+
+def _clusters(admin: NetnsClient) -> str:
+    """host-3's Envoy's view of its upstream endpoints (its admin is on its loopback)."""
+    admin_url = f"http://127.0.0.1:{Ports().admin}"
+    return admin.request(admin_url, "GET", "/clusters").text
 
 
 def test_sign_in_limit_counts_across_edges(
@@ -156,17 +216,23 @@ def test_killed_host_loses_no_request_and_rejoins_within_30_s(
 
 
 def test_consul_leader_killed_writes_resume_within_5_s(
-    cluster: Cluster, client: NetnsClient, stream: Stream, record_property: Record
+    cluster: Cluster,
+    client: NetnsClient,
+    consul_client: NetnsClient,
+    stream: Stream,
+    record_property: Record,
 ) -> None:
     master = cluster.secret("tokens", "bootstrap.token")
-    leader = client.request(cluster.apps[0]["consul"], "GET", "/v1/status/leader").json()
+    leader = consul_client.request(cluster.apps[0]["consul"], "GET", "/v1/status/leader").json()
     host = cluster.by_address(leader.rpartition(":")[0])
     pid = int(cluster.supervisorctl(host["name"], "pid", "consul").strip())
     others = [app["consul"] for app in cluster.apps if app["name"] != host["name"]]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
     _, took = wait_until(
-        lambda: _consul_write(client, others, master), "a Consul write after the leader died", 30
+        lambda: _consul_write(consul_client, others, master),
+        "a Consul write after the leader died",
+        30,
     )
     _report(record_property, "consul_write_resumed_seconds", took)
     before = stream.count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ from cryptography import x509
 from controlplane.ca import MeshCA
 from mesh import supervisord
 from mesh.config import MeshConfig
-from mesh.hosts import CONSUL_SERVER_NAME, HostsConfig, consul_certificate, new_gossip_key
+from mesh.hosts import (
+    CONSUL_SERVER_NAME,
+    HostsConfig,
+    consul_certificate,
+    consul_transport,
+    new_gossip_key,
+)
 from services.runtime.config import ConfigError
 
 
@@ -34,8 +41,41 @@ def test_every_app_host_joins_the_other_servers_and_asks_its_own_agent_first(
     for host in apps:
         others = {a.address for a in apps} - {host.address}
         assert set(host.cfg.consul_join) == others
-        assert host.cfg.consul_addrs[0] == f"{host.address}:8500"
-        assert len(host.cfg.consul_addrs) == 3
+        # Its own agent over plain HTTP on loopback; the others over HTTPS only.
+        assert host.cfg.consul_addrs == (
+            "http://127.0.0.1:8500",
+            *(f"https://{a.address}:8501" for a in apps if a is not host),
+        )
+
+
+def test_an_agent_serves_plain_http_on_loopback_and_https_on_its_address(
+    tmp_path: Path,
+) -> None:
+    """The TLS file of every host: HTTP bound to loopback, HTTPS to the host's address,
+    with client certificates required; its certificate names that address."""
+    root = MeshCA.create()
+    for host in _config(tmp_path).plan():
+        text = consul_transport(new_gossip_key(), host.cfg)
+        assert 'http  = "127.0.0.1"' in text
+        assert f'https = "{host.address}"' in text
+        assert "https = 8501" in text
+        assert "verify_incoming_https = true" in text
+        cert = x509.load_pem_x509_certificate(consul_certificate(root, host.cfg).cert_pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.IPAddress) == [IPv4Address(host.address)]
+
+
+def test_the_control_plane_reads_other_agents_with_its_hosts_consul_certificate(
+    tmp_path: Path,
+) -> None:
+    host = _config(tmp_path).plan()[1]
+    text = supervisord.render_app_host(host.cfg)
+    consul = host.cfg.pki_dir / "consul"
+    assert 'CONSUL_HTTP_ADDR="127.0.0.1:8500"' in text
+    assert f'CONSUL_CACERT="{consul / "ca.pem"}"' in text
+    assert f'CONSUL_CLIENT_CERT="{consul / "consul-health.pem"}"' in text
+    assert f'CONSUL_CLIENT_KEY="{consul / "consul-health-key.pem"}"' in text
+    assert f"{host.address}:8500" not in text  # no plain HTTP to an agent's address
 
 
 def test_app_host_binds_all_and_advertises_its_address(tmp_path: Path) -> None:

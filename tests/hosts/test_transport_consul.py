@@ -1,5 +1,7 @@
 """Consul across hosts: gossip encrypted with the cluster's key, RPC over TLS with
-certificates from the mesh CA (verify_incoming, verify_outgoing, verify_server_hostname).
+certificates from the mesh CA (verify_incoming, verify_outgoing, verify_server_hostname),
+and the HTTP API plain on loopback only, HTTPS with a mesh client certificate elsewhere
+(verify_incoming_https), which the control plane and the ACL bootstrap use.
 
 Real Consul 1.8 agents configured as `mesh.hosts` configures them: one server, and
 agents that try to join it with or without the key and a mesh certificate.
@@ -7,16 +9,22 @@ agents that try to join it with or without the key and a mesh certificate.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from controlplane.ca import MeshCA
-from mesh.hosts import new_gossip_key
-from tests.controlplane.conftest import find_consul
-from tests.hosts.agents import Agent, tls_file
-from tests.support import wait_for
+from controlplane.ca import MeshCA, write_credentials
+from controlplane.config import ControlPlaneConfig
+from controlplane.consul import ConsulClient, ConsulUnavailable, ConsulWatcher, consul_tls_context
+from mesh import acl
+from mesh.hosts import PROVISIONER, new_gossip_key
+from services.runtime.identity import CredentialFiles
+from tests.controlplane.conftest import control_plane_config, find_consul
+from tests.hosts.agents import HOST_ADDRESS, Agent, configured, tls_file
+from tests.support import free_ports, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +50,7 @@ def server(
     binary: str, root: MeshCA, gossip_key: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Agent]:
     folder = tmp_path_factory.mktemp("consul-server")
-    tls = tls_file(folder, server=True, gossip_key=gossip_key, root=root)
-    agent = Agent(binary, folder, "server-1", server=True, tls=tls)
+    agent = configured(binary, folder, "server-1", server=True, gossip_key=gossip_key, root=root)
     agent.start()
     try:
         agent.wait_for_leader()
@@ -55,8 +62,9 @@ def server(
 def _client(
     binary: str, folder: Path, name: str, server: Agent, gossip_key: str | None, root: MeshCA | None
 ) -> Agent:
-    tls = tls_file(folder, server=False, gossip_key=gossip_key, root=root)
-    agent = Agent(binary, folder, name, server=False, tls=tls, join=server.serf_addr)
+    agent = configured(
+        binary, folder, name, server=False, gossip_key=gossip_key, root=root, join=server.serf_addr
+    )
     agent.start()
     return agent
 
@@ -125,8 +133,9 @@ def test_a_server_whose_certificate_does_not_name_a_consul_server_is_refused(
     rogue_dir, client_dir = tmp_path / "rogue", tmp_path / "client"
     rogue_dir.mkdir()
     client_dir.mkdir()
-    tls = tls_file(rogue_dir, server=False, gossip_key=gossip_key, root=root)
-    rogue = Agent(binary, rogue_dir, "rogue-server", server=True, tls=tls)
+    ports = free_ports(6)
+    tls = tls_file(rogue_dir, server=False, gossip_key=gossip_key, root=root, https_port=ports[5])
+    rogue = Agent(binary, rogue_dir, "rogue-server", server=True, tls=tls, ports=ports)
     rogue.start()
     agent: Agent | None = None
     try:
@@ -142,3 +151,121 @@ def test_a_server_whose_certificate_does_not_name_a_consul_server_is_refused(
         if agent is not None:
             agent.stop()
         rogue.stop()
+
+
+# The HTTP API across hosts: plain HTTP on loopback only, HTTPS with a mesh certificate.
+
+
+@pytest.fixture(scope="module")
+def mesh_client(root: MeshCA, tmp_path_factory: pytest.TempPathFactory) -> CredentialFiles:
+    """A client certificate from the mesh CA (the provisioner's kind: no service policy)."""
+    folder = tmp_path_factory.mktemp("consul-client")
+    return write_credentials(root.issue(PROVISIONER), folder)
+
+
+def _https(server: Agent, context: ssl.SSLContext, path: str) -> httpx.Response:
+    with httpx.Client(verify=context, timeout=5) as http:
+        return http.get(f"{server.https_url}{path}")
+
+
+def test_plain_http_on_the_host_address_is_refused(server: Agent) -> None:
+    """The agent's plain HTTP API binds loopback only: at its host address, nothing."""
+    assert server.get("/v1/status/leader").status_code == 200  # on loopback: there
+    http_port = server.ports[0]
+    with pytest.raises(httpx.ConnectError, match="refused"):
+        httpx.get(f"http://{HOST_ADDRESS}:{http_port}/v1/status/leader", timeout=5)
+
+
+def test_https_with_a_mesh_certificate_answers(server: Agent, mesh_client: CredentialFiles) -> None:
+    """The agent's certificate is checked too: against the mesh CA and the address."""
+    context = consul_tls_context(mesh_client.ca, mesh_client.cert, mesh_client.key)
+    answer = _https(server, context, "/v1/status/leader")
+    assert answer.status_code == 200
+    assert answer.json() != ""
+
+
+def test_https_without_a_client_certificate_is_refused(
+    server: Agent, mesh_client: CredentialFiles
+) -> None:
+    context = ssl.create_default_context(cafile=str(mesh_client.ca))
+    with pytest.raises(httpx.TransportError) as refused:
+        _https(server, context, "/v1/status/leader")
+    assert "CERTIFICATE_REQUIRED" in str(refused.value) or "bad certificate" in str(
+        refused.value
+    ), refused.value
+
+
+def test_https_with_another_cas_certificate_is_refused(
+    server: Agent, mesh_client: CredentialFiles, tmp_path: Path
+) -> None:
+    other = write_credentials(MeshCA.create().issue(PROVISIONER), tmp_path / "other")
+    context = ssl.create_default_context(cafile=str(mesh_client.ca))
+    context.load_cert_chain(str(other.cert), str(other.key))
+    with pytest.raises(httpx.TransportError):
+        _https(server, context, "/v1/status/leader")
+
+
+def test_the_acl_bootstrap_speaks_https_to_another_hosts_agent(
+    server: Agent, mesh_client: CredentialFiles
+) -> None:
+    """mesh/acl.py's calls go to an `Endpoint`: HTTPS with the mesh CA and certificate."""
+    context = consul_tls_context(mesh_client.ca, mesh_client.cert, mesh_client.key)
+    acl.wait_for_leader(acl.Endpoint(server.https_url, context), timeout=10)
+    with pytest.raises(acl.AclError):
+        acl.wait_for_leader(f"{HOST_ADDRESS}:{server.ports[0]}", timeout=1)
+
+
+def _https_config(server: Agent, tls: CredentialFiles, **overrides: object) -> ControlPlaneConfig:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"  # the local agent, killed
+    return control_plane_config(
+        dead,
+        consul_addrs=(dead, server.https_url),
+        consul_ca_file=tls.ca,
+        consul_cert_file=tls.cert,
+        consul_key_file=tls.key,
+        **overrides,
+    )
+
+
+def test_control_plane_falls_back_to_another_hosts_agent_over_https(
+    server: Agent, mesh_client: CredentialFiles
+) -> None:
+    client = ConsulClient(_https_config(server, mesh_client))
+    try:
+        services, index = client.get("/v1/catalog/services", 0)
+        assert "consul" in services
+        assert index > 0
+        assert client.agent == server.https_url
+    finally:
+        client.close()
+
+
+def test_control_plane_without_a_mesh_certificate_gets_nothing_from_another_host(
+    server: Agent, mesh_client: CredentialFiles, tmp_path: Path
+) -> None:
+    other = write_credentials(MeshCA.create().issue(PROVISIONER), tmp_path / "other")
+    tls = CredentialFiles(cert=other.cert, key=other.key, ca=mesh_client.ca)
+    client = ConsulClient(_https_config(server, tls))
+    try:
+        with pytest.raises(ConsulUnavailable):
+            client.get("/v1/catalog/services", 0)
+    finally:
+        client.close()
+
+
+def test_watcher_publishes_instances_through_another_hosts_agent_over_https(
+    server: Agent, mesh_client: CredentialFiles
+) -> None:
+    """The local agent is dead: the view still comes, over HTTPS from the next agent."""
+    name = "hosts-https-fallback"
+    body = {"ID": f"{name}-1", "Name": name, "Address": "127.0.0.1", "Port": 50053}
+    registered = httpx.put(f"http://{server.http_addr}/v1/agent/service/register", json=body)
+    assert registered.status_code == 200, registered.text
+    views: list[dict[str, object]] = []
+    watcher = ConsulWatcher(_https_config(server, mesh_client), lambda v: views.append(dict(v)))
+    watcher.start()
+    try:
+        wait_for(lambda: any(view.get(name) for view in views), "a view with the instance", 30)
+    finally:
+        watcher.stop(timeout=5.0)
+        httpx.put(f"http://{server.http_addr}/v1/agent/service/deregister/{name}-1")
