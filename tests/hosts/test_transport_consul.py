@@ -22,7 +22,7 @@ from controlplane.consul import ConsulClient, ConsulUnavailable, ConsulWatcher, 
 from mesh import acl
 from mesh.hosts import PROVISIONER, new_gossip_key
 from services.runtime.identity import CredentialFiles
-from tests.controlplane.conftest import control_plane_config, find_consul
+from tests.consul import control_plane_config, find_consul
 from tests.hosts.agents import HOST_ADDRESS, Agent, configured, tls_file
 from tests.support import free_ports, wait_for
 
