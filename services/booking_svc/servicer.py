@@ -15,7 +15,7 @@ from services.booking_svc import domain
 from services.booking_svc.risks import DELAY_MODEL, features
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
-from services.runtime.context import Principal
+from services.runtime.context import AccountLookup, Principal
 from services.runtime.errors import InvalidArgument, PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
@@ -32,10 +32,15 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         users: UserClient,
         predictions: PredictClient,
         risk_sources: Counter | None = None,
+        booking_accounts: AccountLookup | None = None,
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._users = users
+        # CreateBooking's live-account check may be remembered for a moment (see
+        # accounts.LiveAccounts: a deleted or deactivated account is refused within its
+        # TTL); every other method asks user-svc on every call.
+        self._booking_accounts = booking_accounts or users.active
         self._predictions = predictions
         self._risk_sources = risk_sources
 
@@ -91,7 +96,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         self, request: booking_pb2.CreateBookingRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Booking:
         ctx = context.require()
-        caller = ctx.require_live_principal(self._users.active)
+        caller = ctx.require_live_principal(self._booking_accounts)
         new = domain.validate_new_booking(
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
