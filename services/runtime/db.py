@@ -138,6 +138,11 @@ class Writes:
         while (batch := self._next_batch(mine, give_up)) is not None:
             try:
                 self._run_batch(batch)
+            except BaseException as err:  # interrupted: no piece may wait for ever
+                for item in batch:
+                    if not item.done:
+                        item.fail(err)
+                raise
             finally:
                 self._hand_over()
         return mine.outcome()
@@ -164,26 +169,30 @@ class Writes:
             return batch
 
     def _run_batch(self, batch: list[_Work[Any]]) -> None:
-        with self._file_lock():
-            try:
-                with self._engine.begin() as conn:
-                    for item in batch:
-                        item.run_in(conn)
-            # A fault of one piece, or of BEGIN or COMMIT: every caller learns of it.
-            except Exception as err:  # noqa: BLE001
-                if len(batch) == 1 or not any(item.faulted for item in batch):
-                    for item in batch:
-                        item.fail(err)
-                    return
-                for item in batch:  # find the faulty piece: each alone
-                    item.reset()
-                    try:
-                        with self._engine.begin() as conn:
-                            item.run_in(conn)
-                    except Exception as alone:  # noqa: BLE001 (handed to its caller)
-                        item.fail(alone)
+        """Runs `batch` in one transaction; afterwards every piece in it is done."""
+        try:
+            with self._file_lock(), self._engine.begin() as conn:
+                for item in batch:
+                    item.run_in(conn)
+        # A fault of one piece, of the flock, BEGIN or COMMIT: every caller learns of it.
+        except Exception as err:  # noqa: BLE001
+            if len(batch) == 1 or not any(item.faulted for item in batch):
+                for item in batch:
+                    item.fail(err)
+                return
+            self._run_alone(batch)
         for item in batch:
             item.done = True
+
+    def _run_alone(self, batch: list[_Work[Any]]) -> None:
+        """Finds a batch's faulty piece by running each piece in its own transaction."""
+        for item in batch:
+            item.reset()
+            try:
+                with self._file_lock(), self._engine.begin() as conn:
+                    item.run_in(conn)
+            except Exception as alone:  # noqa: BLE001 (handed to its caller)
+                item.fail(alone)
 
     @contextmanager
     def _holding_turn(self) -> Iterator[None]:
