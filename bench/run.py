@@ -82,12 +82,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only booking create, no twin; prints the table, leaves results.json alone",
     )
+    parser.add_argument(
+        "--account-cache-seconds",
+        type=float,
+        default=None,
+        help="booking-svc's LIVE_ACCOUNT_CACHE_SECONDS (0: every booking asks user-svc, "
+        "as when each booking is by another user)",
+    )
     args = parser.parse_args(argv)
     if missing := loadgen.missing_tools():
         print(f"bench needs {', '.join(missing)} on PATH; install: {loadgen.INSTALL_HINT}")
         return 2
     load = Load(seconds=args.seconds, in_flight=args.in_flight, core=args.core)
     env = {"PREDICT_TRAIN_ROWS": str(args.train_rows)}
+    if args.account_cache_seconds is not None:
+        env["LIVE_ACCOUNT_CACHE_SECONDS"] = str(args.account_cache_seconds)
     if args.bookings_only:
         with running_mesh(args.instances, env) as mesh, tempfile.TemporaryDirectory() as work:
             bench_bookings(mesh, args, load, Path(work))
