@@ -77,12 +77,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-rows", type=int, default=20000, help="PREDICT_TRAIN_ROWS (0: all flights)"
     )
+    parser.add_argument(
+        "--bookings-only",
+        action="store_true",
+        help="only booking create, no twin; prints the table, leaves results.json alone",
+    )
+    parser.add_argument(
+        "--account-cache-seconds",
+        type=float,
+        default=None,
+        help="booking-svc's LIVE_ACCOUNT_CACHE_SECONDS (0: every booking asks user-svc, "
+        "as when each booking is by another user)",
+    )
     args = parser.parse_args(argv)
     if missing := loadgen.missing_tools():
         print(f"bench needs {', '.join(missing)} on PATH; install: {loadgen.INSTALL_HINT}")
         return 2
     load = Load(seconds=args.seconds, in_flight=args.in_flight, core=args.core)
     env = {"PREDICT_TRAIN_ROWS": str(args.train_rows)}
+    if args.account_cache_seconds is not None:
+        env["LIVE_ACCOUNT_CACHE_SECONDS"] = str(args.account_cache_seconds)
+    if args.bookings_only:
+        with running_mesh(args.instances, env) as mesh, tempfile.TemporaryDirectory() as work:
+            bench_bookings(mesh, args, load, Path(work))
+        return 0
     with (
         running_mesh(args.instances, env) as mesh,
         tempfile.TemporaryDirectory() as work,
@@ -168,6 +186,27 @@ def bench(
         bookings.append(measure(edge, script, load, work))
         print(f"  round {round_ + 1} {'CreateBooking':<13} edge  {brief(bookings[-1])}")
     return report(runs, bookings, idle, load, args)
+
+
+def bench_bookings(mesh: Mesh, args: argparse.Namespace, load: Load, work: Path) -> None:
+    """Booking create alone: for profiling the write path and A/B runs of it."""
+    edge_url = f"http://127.0.0.1:{mesh.ports.edge}"
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
+        token = sign_in(http)
+        ids = flight_ids(http, args.flights)
+    service_pids = {name: instance_pids(mesh, name) for name in SERVICES}
+    edge = Target(
+        "edge", edge_url, {"envoy": [procs.pid_listening_on(mesh.ports.admin)], **service_pids}
+    )
+    wait_until(lambda: risks_pending(mesh) == 0, RISKS_SECONDS)
+    print_setup(load, args, len(ids))
+    print(f"  pids: {service_pids}", flush=True)
+    bookings = []
+    for round_ in range(args.rounds):
+        script = booking_script(ids, token, f"bench{round_}-{uuid.uuid4().hex[:8]}")
+        bookings.append(measure(edge, script, load, work))
+        print(f"  round {round_ + 1} {'CreateBooking':<13} edge  {brief(bookings[-1])}")
+    print_table({"CreateBooking edge": _summary(bookings)}, {})
 
 
 def flight_ids(http: httpx.Client, count: int) -> list[str]:

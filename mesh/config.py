@@ -199,6 +199,7 @@ _SERVICE_KEYS = frozenset(
         "CPU_MAX_WAIT_SECONDS",
         "GRPC_MAX_WORKERS",
         "PREDICT_TIMEOUT_SECONDS",
+        "LIVE_ACCOUNT_CACHE_SECONDS",
         # Encrypts auth-svc's signing keys at rest; supervisord.conf holding it is 0600.
         "SIGNING_KEY_PASSPHRASE",
     }

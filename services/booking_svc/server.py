@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter
 
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
+from services.booking_svc.accounts import DEFAULT_TTL_SECONDS, LiveAccounts
 from services.booking_svc.risks import RiskPrecomputer
 from services.booking_svc.seed import seed_flights
 from services.booking_svc.servicer import BookingServicer
@@ -47,6 +48,10 @@ class BookingConfig:
     # How often upcoming flights' stored delay risks are checked against the model
     # (0: never; bookings then ask predict-svc each time).
     risk_refresh_seconds: float = 60.0
+    # How long CreateBooking trusts a positive live-account answer from user-svc: a
+    # deleted or deactivated account can still book for at most this long (0: ask
+    # every time). Other methods always ask.
+    live_account_cache_seconds: float = DEFAULT_TTL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BookingConfig:
@@ -59,6 +64,9 @@ class BookingConfig:
             seed_days=env_int(env, "BOOKING_SEED_DAYS", 14),
             predict_timeout_seconds=env_float(env, "PREDICT_TIMEOUT_SECONDS", 0.3),
             risk_refresh_seconds=env_float(env, "RISK_REFRESH_SECONDS", 60.0),
+            live_account_cache_seconds=env_float(
+                env, "LIVE_ACCOUNT_CACHE_SECONDS", DEFAULT_TTL_SECONDS
+            ),
         )
 
 
@@ -96,6 +104,7 @@ def build(
         users,
         predictions,
         risk_sources,
+        LiveAccounts(users.active, ttl_seconds=settings.live_account_cache_seconds),
     )
     # Batches of risks take longer than one booking may wait: a channel of their own.
     batch_predictions = PredictClient(

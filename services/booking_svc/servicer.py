@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import grpc
@@ -15,7 +16,7 @@ from services.booking_svc import domain
 from services.booking_svc.risks import DELAY_MODEL, features
 from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
-from services.runtime.context import Principal
+from services.runtime.context import AccountLookup, Principal
 from services.runtime.errors import InvalidArgument, PermissionDenied, required
 from services.runtime.messages import timestamp
 from services.runtime.pagination import PageTokens, page_size
@@ -32,10 +33,15 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         users: UserClient,
         predictions: PredictClient,
         risk_sources: Counter | None = None,
+        booking_accounts: AccountLookup | None = None,
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._users = users
+        # CreateBooking's live-account check may be remembered for a moment (see
+        # accounts.LiveAccounts: a deleted or deactivated account is refused within its
+        # TTL); every other method asks user-svc on every call.
+        self._booking_accounts = booking_accounts or users.active
         self._predictions = predictions
         self._risk_sources = risk_sources
 
@@ -91,30 +97,33 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         self, request: booking_pb2.CreateBookingRequest, _: grpc.ServicerContext
     ) -> booking_pb2.Booking:
         ctx = context.require()
-        caller = ctx.require_live_principal(self._users.active)
+        caller = ctx.require_live_principal(self._booking_accounts)
         new = domain.validate_new_booking(
             request.flight_id, request.seat_class, request.passenger_name, request.request_id
         )
-        flight, delay_risk = self._store.get_flight_and_risk(new.flight_id)
-        source = "stored"
-        if delay_risk is None:  # not precomputed yet (a new flight, predict-svc was down)
-            delay_risk = self._delay_risk(flight)
-            source = "asked" if delay_risk is not None else "absent"
-        if self._risk_sources is not None:
-            self._risk_sources.labels(source=source).inc()
-        booking, _created = self._store.create_booking(
+        booking, created = self._store.create_booking(
             user_id=caller.user_id,
             request_id=new.request_id,
             flight_id=new.flight_id,
             seat_class=new.seat_class,
             passenger_name=new.passenger_name,
             price_for=domain.price_for,
-            delay_risk=delay_risk,
             # Judged after the request_id lookup: a retry after departure gets its booking.
             bookable=lambda departs: domain.check_bookable(
                 new.flight_id, departs, datetime.now(UTC)
             ),
+            expires=time.monotonic() + ctx.time_remaining(),
         )
+        source = "stored" if booking.delay_risk is not None else "absent"
+        if created and booking.delay_risk is None:
+            # No risk stored for the flight yet (a new flight, predict-svc was down):
+            # asked after the write, so the wait for predict-svc holds no write turn.
+            delay_risk = self._delay_risk(self._store.get_flight(new.flight_id))
+            if delay_risk is not None:
+                booking = self._store.record_booking_risk(booking, delay_risk)
+                source = "asked"
+        if self._risk_sources is not None:
+            self._risk_sources.labels(source=source).inc()
         # A repeated request_id answers exactly as the first did.
         ctx.created(f"/v1/bookings/{booking.booking_id}")
         return booking_message(booking)

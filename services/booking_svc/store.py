@@ -2,13 +2,17 @@
 
 Every seat change is one conditional UPDATE inside the transaction that records why,
 so seats never go below zero or get freed twice, on SQLite (BEGIN IMMEDIATE) and on
-PostgreSQL (row locks, READ COMMITTED) alike. Reads go through a read-only engine,
+PostgreSQL (row locks, READ COMMITTED) alike. A new booking is two statements (the
+seat, with the idempotency check and the stored delay risk folded into its UPDATE,
+then the INSERT), and on SQLite bookings queued at once share one transaction
+(`Writes.run`: group commit). Reads go through a read-only engine,
 so on SQLite they read a WAL snapshot instead of queueing for the write lock. Callers
 get frozen records, never ORM objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +35,9 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -148,6 +154,30 @@ class FlightRiskRow(Base):
 FLIGHTS = cast(Table, FlightRow.__table__)
 BOOKINGS = cast(Table, BookingRow.__table__)
 RISKS = cast(Table, FlightRiskRow.__table__)
+
+# The booking hot path's statements, built once: building a Core statement per call
+# cost about as much CPU as executing it.
+_TAKE_SEAT = (
+    update(FLIGHTS)
+    .where(
+        FLIGHTS.c.flight_id == bindparam("b_flight"),
+        FLIGHTS.c.seats_available > 0,
+        ~exists().where(
+            BOOKINGS.c.user_id == bindparam("b_user"),
+            BOOKINGS.c.request_id == bindparam("b_request"),
+        ),
+    )
+    .values(seats_available=FLIGHTS.c.seats_available - 1)
+    .returning(
+        FLIGHTS.c.price_cents,
+        FLIGHTS.c.departure_time,
+        select(RISKS.c.delay_risk)
+        .where(RISKS.c.flight_id == bindparam("b_flight"))
+        .scalar_subquery()
+        .label("risk"),
+    )
+)
+_INSERT_BOOKING = insert(BOOKINGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,8 +351,9 @@ class BookingStore:
         seat_class: SeatClass,
         passenger_name: str,
         price_for: PriceFor,
-        delay_risk: float | None,
+        delay_risk: float | None = None,
         bookable: Bookable = lambda _departs: None,
+        expires: float | None = None,
     ) -> tuple[BookingRecord, bool]:
         """Books a seat, or returns the booking this (user, request_id) already made.
 
@@ -331,29 +362,27 @@ class BookingStore:
         see the outcome of its first attempt, whatever the client changed since.
         `bookable` judges a new booking by the flight's departure time (raising to
         refuse it) after that lookup: a retry after departure still gets its booking.
+        The booking copies the flight's stored delay risk, else `delay_risk`.
+        `expires` (time.monotonic()) is the caller's deadline: a booking still waiting
+        for its write then is not made (DeadlineExceeded).
         Raises FlightNotFound, or SoldOut when no seat is left.
         """
+
+        def work(conn: Connection) -> tuple[BookingRecord, bool]:
+            return _book(
+                conn,
+                user_id=user_id,
+                request_id=request_id,
+                flight_id=flight_id,
+                seat_class=seat_class,
+                passenger_name=passenger_name,
+                price_for=price_for,
+                delay_risk=delay_risk,
+                bookable=bookable,
+            )
+
         try:
-            with self._writes.begin() as conn:
-                found = _by_request(conn, user_id, request_id)
-                if found is not None:
-                    return found, False
-                base, departs = _take_seat(conn, flight_id)
-                bookable(departs)  # raising rolls the seat back with the transaction
-                values = {
-                    "booking_id": str(uuid.uuid4()),
-                    "user_id": user_id,
-                    "flight_id": flight_id,
-                    "seat_class": seat_class.name,
-                    "passenger_name": passenger_name,
-                    "state": BookingState.CONFIRMED.name,
-                    "price_cents": price_for(seat_class, base),
-                    "delay_risk": delay_risk,
-                    "request_id": request_id,
-                    "create_time": datetime.now(UTC),
-                }
-                conn.execute(insert(BOOKINGS).values(values))
-                return _booking(values), True
+            return self._writes.run(work, expires)
         except IntegrityError:
             # A concurrent call with the same key committed first (PostgreSQL: both
             # passed the lookup). Our seat went back with the rollback; return theirs.
@@ -362,6 +391,16 @@ class BookingStore:
             if found is None:
                 raise
             return found, False
+
+    def record_booking_risk(self, booking: BookingRecord, delay_risk: float) -> BookingRecord:
+        """`booking` with `delay_risk`, stored unless the booking already has one."""
+        query = (
+            update(BOOKINGS)
+            .where(BOOKINGS.c.booking_id == booking.booking_id, BOOKINGS.c.delay_risk.is_(None))
+            .values(delay_risk=delay_risk)
+        )
+        self._writes.run(lambda conn: conn.execute(query))
+        return dataclasses.replace(booking, delay_risk=delay_risk)
 
     def get_booking(self, booking_id: str, *, owner: str | None = None) -> BookingRecord:
         """The booking; BookingNotFound when unknown or, with `owner`, someone else's."""
@@ -409,11 +448,7 @@ class BookingStore:
                 .returning(BOOKINGS.c.flight_id)
             ).first()
             if cancelled is not None:
-                conn.execute(
-                    update(FLIGHTS)
-                    .where(FLIGHTS.c.flight_id == cancelled.flight_id)
-                    .values(seats_available=FLIGHTS.c.seats_available + 1)
-                )
+                _give_back_seat(conn, cancelled.flight_id)
             found = _booking_by_id(conn, booking_id, owner)
         if found is None:
             raise BookingNotFound(booking_id)
@@ -431,18 +466,61 @@ class BookingStore:
             conn.execute(select(func.pg_advisory_xact_lock(_PG_SCHEMA_LOCK)))
 
 
-def _take_seat(conn: Connection, flight_id: str) -> tuple[int, datetime]:
-    """Takes one seat in the caller's transaction; the flight's fare and departure time."""
-    row = conn.execute(
-        update(FLIGHTS)
-        .where(FLIGHTS.c.flight_id == flight_id, FLIGHTS.c.seats_available > 0)
-        .values(seats_available=FLIGHTS.c.seats_available - 1)
-        .returning(FLIGHTS.c.price_cents, FLIGHTS.c.departure_time)
+def _book(
+    conn: Connection,
+    *,
+    user_id: str,
+    request_id: str,
+    flight_id: str,
+    seat_class: SeatClass,
+    passenger_name: str,
+    price_for: PriceFor,
+    delay_risk: float | None,
+    bookable: Bookable,
+) -> tuple[BookingRecord, bool]:
+    """A booking in the caller's transaction, in two statements when it is a new one.
+
+    The conditional UPDATE takes the seat only if one is left and this (user,
+    request_id) has no booking yet, and returns the fare, the departure time and the
+    flight's stored delay risk; the INSERT records the booking. A refusal (sold out,
+    unknown flight, `bookable` raising) leaves nothing changed, as `Writes.run` needs.
+    """
+    taken = conn.execute(
+        _TAKE_SEAT, {"b_flight": flight_id, "b_user": user_id, "b_request": request_id}
     ).first()
-    if row is not None:
-        return int(row.price_cents), row.departure_time
-    exists = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
-    raise SoldOut(flight_id) if exists.first() is not None else FlightNotFound(flight_id)
+    if taken is None:
+        found = _by_request(conn, user_id, request_id)
+        if found is not None:
+            return found, False
+        known = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
+        raise SoldOut(flight_id) if known.first() is not None else FlightNotFound(flight_id)
+    try:
+        bookable(taken.departure_time)
+    except Exception:
+        _give_back_seat(conn, flight_id)
+        raise
+    values = {
+        "booking_id": str(uuid.uuid4()),
+        "user_id": user_id,
+        "flight_id": flight_id,
+        "seat_class": seat_class.name,
+        "passenger_name": passenger_name,
+        "state": BookingState.CONFIRMED.name,
+        "price_cents": price_for(seat_class, int(taken.price_cents)),
+        "delay_risk": delay_risk if taken.risk is None else float(taken.risk),
+        "request_id": request_id,
+        "create_time": datetime.now(UTC),
+    }
+    conn.execute(_INSERT_BOOKING, values)
+    return _booking(values), True
+
+
+def _give_back_seat(conn: Connection, flight_id: str) -> None:
+    conn.execute(
+        update(FLIGHTS)
+        .where(FLIGHTS.c.flight_id == flight_id)
+        .values(seats_available=FLIGHTS.c.seats_available + 1)
+    )
 
 
 def _by_request(conn: Connection, user_id: str, request_id: str) -> BookingRecord | None:

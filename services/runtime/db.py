@@ -14,9 +14,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
@@ -34,6 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.runtime.errors import DeadlineExceeded, DomainError
+
+T = TypeVar("T")
 
 # Execution option marking an engine whose transactions only read (see `reader`).
 _READ_ONLY = "airline_read_only"
@@ -80,33 +84,186 @@ def reader(engine: Engine) -> Engine:
 
 
 class Writes:
-    """Write transactions on one engine; on SQLite, this process's threads take turns.
+    """Write transactions on one engine; on SQLite, one writer at a time, in turns.
 
     SQLite lets one writer in at a time, and a writer that finds the lock taken polls
     for it with growing sleeps (1, 2, 5 ... 100 ms): under load, queued bookings slept
-    far longer than the writes took. Threads of one process queue on a lock instead,
-    so at most one per process polls SQLite (the other instances' writers).
+    far longer than the writes took. So on SQLite the threads of a process queue for
+    its turn, and the turn holder takes an flock beside the database before BEGIN, on
+    which the other instances' writers block (the kernel wakes one at once) instead of
+    polling. `run` adds group commit: whoever gets the turn runs every piece of work
+    queued by then in one transaction, so BEGIN, COMMIT and the hand-over of the turn
+    are paid once per batch instead of once per write.
     """
 
-    def __init__(self, engine: Engine, wait_seconds: float = 30.0) -> None:
+    def __init__(self, engine: Engine, wait_seconds: float = 30.0, max_batch: int = 64) -> None:
         self._engine = engine
         self._wait = wait_seconds
-        self._turn = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._max_batch = max_batch
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._turn = threading.Condition()
+        self._taken = False
+        self._queue: list[_Work[Any]] = []
+        path = engine.url.database
+        self._lock_path = (
+            f"{path}.writes.lock" if self._sqlite and path and path != ":memory:" else None
+        )
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """`engine.begin()`, entered only on this process's turn to write."""
-        if self._turn is None:
+        if not self._sqlite:
             with self._engine.begin() as conn:
                 yield conn
             return
-        if not self._turn.acquire(timeout=self._wait):
-            raise TimeoutError(f"no turn to write within {self._wait} s")
-        try:
+        with self._holding_turn(), self._engine.begin() as conn:
+            yield conn
+
+    def run(self, work: Callable[[Connection], T], expires: float | None = None) -> T:
+        """`work(conn)` in a write transaction, maybe sharing it with other threads' work.
+
+        `work` must change nothing when it raises a `DomainError` (a refusal): the
+        others' work in the batch still commits. Any other exception rolls the batch
+        back and each piece runs again alone. `expires` (time.monotonic()) is the
+        caller's deadline: work still queued then is not run (DeadlineExceeded).
+        """
+        mine = _Work(work, expires)
+        if not self._sqlite:  # writers do not take turns: nothing to batch
             with self._engine.begin() as conn:
-                yield conn
+                mine.run_in(conn)
+            return mine.outcome()
+        give_up = time.monotonic() + self._wait
+        with self._turn:
+            self._queue.append(mine)
+        while (batch := self._next_batch(mine, give_up)) is not None:
+            try:
+                self._run_batch(batch)
+            except BaseException as err:  # interrupted: no piece may wait for ever
+                for item in batch:
+                    if not item.done:
+                        item.fail(err)
+                raise
+            finally:
+                self._hand_over()
+        return mine.outcome()
+
+    def queued(self) -> int:
+        """How many pieces of work wait for the next batch."""
+        with self._turn:
+            return len(self._queue)
+
+    def _next_batch(self, mine: _Work[Any], give_up: float) -> list[_Work[Any]] | None:
+        """Waits for the turn and takes the queue's head; None once `mine` is done."""
+        with self._turn:
+            while self._taken and not mine.done:
+                left = give_up - time.monotonic()
+                if left <= 0 and mine in self._queue:  # queued still: nobody runs it
+                    self._queue.remove(mine)
+                    raise TimeoutError(f"no turn to write within {self._wait} s")
+                # Once in a running batch it is waited for: its outcome is decided.
+                self._turn.wait(timeout=max(left, 0.05))
+            if mine.done:
+                return None
+            self._taken = True
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            return batch
+
+    def _run_batch(self, batch: list[_Work[Any]]) -> None:
+        """Runs `batch` in one transaction; afterwards every piece in it is done."""
+        try:
+            with self._file_lock(), self._engine.begin() as conn:
+                for item in batch:
+                    item.run_in(conn)
+        # A fault of one piece, of the flock, BEGIN or COMMIT: every caller learns of it.
+        except Exception as err:  # noqa: BLE001
+            if len(batch) == 1 or not any(item.faulted for item in batch):
+                for item in batch:
+                    item.fail(err)
+                return
+            self._run_alone(batch)
+        for item in batch:
+            item.done = True
+
+    def _run_alone(self, batch: list[_Work[Any]]) -> None:
+        """Finds a batch's faulty piece by running each piece in its own transaction."""
+        for item in batch:
+            item.reset()
+            try:
+                with self._file_lock(), self._engine.begin() as conn:
+                    item.run_in(conn)
+            except Exception as alone:  # noqa: BLE001 (handed to its caller)
+                item.fail(alone)
+
+    @contextmanager
+    def _holding_turn(self) -> Iterator[None]:
+        give_up = time.monotonic() + self._wait
+        with self._turn:
+            while self._taken:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no turn to write within {self._wait} s")
+                self._turn.wait(timeout=left)
+            self._taken = True
+        try:
+            with self._file_lock():
+                yield
         finally:
-            self._turn.release()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        with self._turn:
+            self._taken = False
+            self._turn.notify_all()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """The other instances' turn: an flock beside the database file, held by one."""
+        if self._lock_path is None:
+            yield
+            return
+        with open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the kernel frees it if this process dies
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Work(Generic[T]):
+    """One caller's piece of a batch, and what came of it."""
+
+    def __init__(self, work: Callable[[Connection], T], expires: float | None) -> None:
+        self._work = work
+        self._expires = expires
+        self.done = False
+        self.faulted = False
+        self._result: T | None = None
+        self._error: BaseException | None = None
+
+    def run_in(self, conn: Connection) -> None:
+        """Runs the work; a refusal is kept for the caller, any other fault is raised."""
+        if self._expires is not None and time.monotonic() >= self._expires:
+            self._error = DeadlineExceeded("the deadline passed before the write")
+            return
+        try:
+            self._result = self._work(conn)
+        except DomainError as refused:
+            self._error = refused
+        except Exception:
+            self.faulted = True
+            raise
+
+    def fail(self, err: BaseException) -> None:
+        self._error = err
+        self.done = True
+
+    def reset(self) -> None:
+        self._result, self._error, self.faulted = None, None, False
+
+    def outcome(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
 
 
 def _enable_wal(cursor: Any, timeout_seconds: float = 30.0) -> None:

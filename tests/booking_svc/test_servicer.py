@@ -18,6 +18,9 @@ from grpc_status import rpc_status
 from airline.booking.v1 import booking_pb2, booking_pb2_grpc
 from airline.user.v1 import user_pb2
 from services.booking_svc import server as booking_server
+from services.booking_svc.domain import NewFlight
+from services.booking_svc.store import BookingStore
+from services.runtime.db import make_engine
 from services.runtime.errors import field_violations
 from tests.conftest import Account, Stack, address, channel_to, make_config, serving
 
@@ -409,6 +412,39 @@ def test_booking_succeeds_without_delay_risk_when_predict_svc_cannot_answer(
         booking = _book(stubs, stack.sign_up(), flight.flight_id)
     assert booking.state == Booking.CONFIRMED
     assert not booking.HasField("delay_risk")
+
+
+def test_a_booking_on_a_flight_with_no_stored_risk_asks_predict_svc_and_keeps_the_answer(
+    stack: Stack, tmp_path: object
+) -> None:
+    """The risk is asked after the seat's write, then stored with the booking."""
+    database_url = f"sqlite:///{tmp_path}/booking.db"
+    settings = booking_server.BookingConfig(
+        database_url=database_url,
+        auth_addr=address(stack.auth),
+        user_addr=address(stack.user),
+        predict_addr=address(stack.predict),
+        seed_days=0,
+        risk_refresh_seconds=0,
+    )
+    build = partial(booking_server.build, settings=settings)
+    with serving(make_config("booking-svc"), build) as server, channel_to(server) as channel:
+        departure = datetime.now(UTC) + timedelta(days=2)
+        store = BookingStore(make_engine(database_url))
+        flight = store.create_flight(  # straight into the table: no risk stored
+            NewFlight("DL100", "JFK", "LAX", departure, departure + timedelta(hours=6), 2, 25_000)
+        )
+        stubs = booking_pb2_grpc.BookingServiceStub(channel)
+        me = stack.sign_up()
+        booking = _book(stubs, me, flight.flight_id)
+        again = stubs.GetBooking(
+            booking_pb2.GetBookingRequest(booking_id=booking.booking_id),
+            metadata=me.auth,
+            timeout=10,
+        )
+    assert booking.HasField("delay_risk")
+    assert 0 <= booking.delay_risk <= 1
+    assert again.delay_risk == booking.delay_risk
 
 
 # --- times -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from services.booking_svc.domain import (
 from services.booking_svc.seed import seed_flights
 from services.booking_svc.store import FLIGHTS, Bookable, BookingRecord, BookingStore, FlightRecord
 from services.runtime.db import make_engine
+from services.runtime.errors import DeadlineExceeded
 
 T = TypeVar("T")
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -319,6 +320,70 @@ def test_fifty_racers_for_the_last_seat_get_exactly_one_booking(
     assert all(isinstance(r, SoldOut) for r in results if isinstance(r, Exception)), results
     assert store.get_flight(flight.flight_id).seats_available == 0
     assert len(store.list_bookings(None, None, 100)[0]) == 3
+
+
+def test_racers_on_one_instance_share_write_batches_and_never_oversell(
+    store: BookingStore,
+) -> None:
+    """Threads of one instance commit in groups; the seat count still holds exactly."""
+    flight = store.create_flight(new_flight(seats=10))
+    results = race(RACERS, lambda i: book(store, flight.flight_id, f"user-{i}", "r"))
+    won = [r for r in results if not isinstance(r, Exception)]
+    assert len(won) == 10
+    assert all(isinstance(r, SoldOut) for r in results if isinstance(r, Exception)), results
+    assert store.get_flight(flight.flight_id).seats_available == 0
+    assert len(store.list_bookings(None, None, 100)[0]) == 10
+
+
+def test_retries_racing_on_one_instance_get_one_booking_and_one_seat(
+    store: BookingStore,
+) -> None:
+    flight = store.create_flight(new_flight())
+    results = race(RACERS, lambda _i: book(store, flight.flight_id, "u-1", "same"))
+    bookings = {r[0] for r in results if not isinstance(r, Exception)}
+    assert len(bookings) == 1, results
+    assert sum(1 for r in results if not isinstance(r, Exception) and r[1]) == 1
+    assert store.get_flight(flight.flight_id).seats_available == flight.seats_total - 1
+
+
+def test_a_booking_copies_its_flights_stored_risk(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    store.record_risks("v1", {flight.flight_id: 0.75})
+    booking, _ = book(store, flight.flight_id)  # book() offers 0.25: the stored one wins
+    assert booking.delay_risk == 0.75
+    assert store.get_booking(booking.booking_id).delay_risk == 0.75
+
+
+def test_a_risk_asked_after_booking_is_stored_once(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    booking, _ = store.create_booking(
+        user_id="u-1",
+        request_id="r-1",
+        flight_id=flight.flight_id,
+        seat_class=SeatClass.ECONOMY,
+        passenger_name="Ada Lovelace",
+        price_for=price_for,
+    )
+    assert booking.delay_risk is None
+    assert store.record_booking_risk(booking, 0.5).delay_risk == 0.5
+    store.record_booking_risk(booking, 0.9)  # a later answer does not replace it
+    assert store.get_booking(booking.booking_id).delay_risk == 0.5
+
+
+def test_a_booking_whose_deadline_has_passed_is_not_made(store: BookingStore) -> None:
+    flight = store.create_flight(new_flight())
+    with pytest.raises(DeadlineExceeded):
+        store.create_booking(
+            user_id="u-1",
+            request_id="late",
+            flight_id=flight.flight_id,
+            seat_class=SeatClass.ECONOMY,
+            passenger_name="Ada Lovelace",
+            price_for=price_for,
+            expires=time.monotonic() - 1,
+        )
+    assert store.get_flight(flight.flight_id).seats_available == flight.seats_total
+    assert store.list_bookings("u-1", None, 10)[0] == []
 
 
 def test_second_booking_with_same_request_id_returns_first(store: BookingStore) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from services.runtime.db import Writes, make_engine, ping, reader
+from services.runtime.errors import DeadlineExceeded, FailedPrecondition
 
 # How long a read may take before we call it stuck behind the write lock; far below
 # the 30 s busy timeout a queued BEGIN IMMEDIATE would wait.
@@ -117,3 +120,87 @@ def test_failed_write_gives_the_turn_back(engine: Engine) -> None:
         failing_write()
     with writes.begin() as conn:
         assert conn.execute(text("SELECT free FROM seats")).scalar_one() == 10
+
+
+# --- group commit: Writes.run -------------------------------------------------------------
+
+
+def take_seat(conn: Connection) -> Connection:
+    """Takes one seat, refusing (changing nothing) when none is left."""
+    taken = conn.execute(text("UPDATE seats SET free = free - 1 WHERE id = 1 AND free > 0"))
+    if taken.rowcount == 0:
+        raise FailedPrecondition("no seat left")
+    return conn
+
+
+def queued_behind_the_turn(
+    writes: Writes, pool: ThreadPoolExecutor, works: list[Callable[[Connection], Any]], **kw: Any
+) -> list[Future[Any]]:
+    """Submits `works` while the caller holds the turn; returns once all are queued."""
+    futures = [pool.submit(writes.run, work, **kw) for work in works]
+    deadline = time.monotonic() + STUCK_SECONDS
+    while writes.queued() < len(works):
+        assert time.monotonic() < deadline, "the writes never queued"
+        time.sleep(0.01)
+    return futures
+
+
+def test_writes_queued_during_a_turn_commit_together_in_one_transaction(engine: Engine) -> None:
+    writes = Writes(engine)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        with writes.begin():
+            futures = queued_behind_the_turn(writes, pool, [take_seat] * 5)
+        transactions = {id(f.result(timeout=STUCK_SECONDS)) for f in futures}
+    assert len(transactions) == 1
+    assert read_free(engine) == 5
+
+
+def test_a_refusal_in_a_batch_leaves_the_others_committed(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE seats SET free = 2"))
+    writes = Writes(engine)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        with writes.begin():
+            futures = queued_behind_the_turn(writes, pool, [take_seat] * 3)
+        outcomes = [f.exception(timeout=STUCK_SECONDS) for f in futures]
+    assert sum(isinstance(o, FailedPrecondition) for o in outcomes) == 1
+    assert outcomes.count(None) == 2
+    assert read_free(engine) == 0
+
+
+def test_a_fault_in_a_batch_fails_only_its_own_write(engine: Engine) -> None:
+    def faulty(conn: Connection) -> None:
+        take_seat(conn)  # changed something, then failed: must not be committed
+        raise ValueError("boom")
+
+    writes = Writes(engine)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        with writes.begin():
+            futures = queued_behind_the_turn(writes, pool, [take_seat, faulty, take_seat])
+        outcomes = [f.exception(timeout=STUCK_SECONDS) for f in futures]
+    assert outcomes[0] is None
+    assert outcomes[2] is None
+    assert isinstance(outcomes[1], ValueError)
+    assert read_free(engine) == 8
+
+
+def test_a_write_whose_deadline_passed_while_queued_is_not_run(engine: Engine) -> None:
+    writes = Writes(engine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with writes.begin():
+            (late,) = queued_behind_the_turn(
+                writes, pool, [take_seat], expires=time.monotonic() - 1
+            )
+        with pytest.raises(DeadlineExceeded):
+            late.result(timeout=STUCK_SECONDS)
+    assert read_free(engine) == 10
+
+
+def test_a_write_that_finds_no_turn_in_time_leaves_the_queue(engine: Engine) -> None:
+    writes = Writes(engine, wait_seconds=0.05)
+    with writes.begin(), ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(writes.run, take_seat)
+        with pytest.raises(TimeoutError, match="no turn to write"):
+            waiting.result(timeout=STUCK_SECONDS)
+        assert writes.queued() == 0
+    assert read_free(engine) == 10
