@@ -6,6 +6,7 @@ Races use one engine per thread, as separate service instances would.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
