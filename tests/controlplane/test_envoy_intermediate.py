@@ -16,7 +16,8 @@ from cryptography import x509
 from controlplane.app import ControlPlane
 from controlplane.ca import write_credentials
 from services.runtime.identity import CredentialFiles
-from tests.controlplane.conftest import ConsulAgent, Envoy, control_plane_config
+from tests.consul import ConsulAgent, control_plane_config
+from tests.controlplane.conftest import Envoy
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def sds_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.port, SDS_BOOTSTRAP)
+    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP)
     try:
         yield proxy
     finally:

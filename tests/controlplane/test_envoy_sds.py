@@ -15,7 +15,8 @@ from cryptography import x509
 from controlplane.app import ControlPlane
 from controlplane.ca import MeshCA, write_credentials
 from services.runtime.identity import CredentialFiles
-from tests.controlplane.conftest import ConsulAgent, Envoy, control_plane_config
+from tests.consul import ConsulAgent, control_plane_config
+from tests.controlplane.conftest import Envoy
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow

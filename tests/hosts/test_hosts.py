@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from controlplane.ca import BUNDLE_FILE
 from mesh.config import Ports
 from tests.hosts.cluster import Cluster, NetnsClient, Outcome, Stream, wait_until
 
@@ -320,7 +321,7 @@ def _booking_rows(client: NetnsClient, cluster: Cluster, prefix: str) -> dict[st
             connect_timeout=5,
             # As the services do: TLS, the server's certificate checked against the root.
             sslmode="verify-full",
-            sslrootcert=str(Path(cluster.document["provision_dir"], "ca", "ca.pem")),
+            sslrootcert=str(Path(cluster.document["provision_dir"], "ca", BUNDLE_FILE)),
         ) as conn:
             found = conn.execute(
                 "SELECT request_id, booking_id FROM bookings WHERE request_id LIKE %s",

@@ -19,7 +19,7 @@ from controlplane.ca import INTERMEDIATE_CERT_FILE, INTERMEDIATE_KEY_FILE, ROOT_
 from controlplane.rotation import HostAuthority
 from mesh import netns
 from mesh.config import Ports
-from mesh.hosts import HostsConfig, _provision_pki, issue_intermediates
+from mesh.hosts import HostsConfig, _provision_consul, _provision_pki, issue_intermediates
 from tests.hosts.cluster import Cluster, NetnsClient
 
 
@@ -40,6 +40,7 @@ def test_each_app_host_gets_its_own_intermediate_and_no_host_gets_the_root_key(
     config = _config(tmp_path)
     hosts = config.plan()
     _provision_pki(config, hosts)
+    _provision_consul(config, hosts)
     root = MeshCA.load_or_create(config.provision_dir / "ca")
     apps = [h for h in hosts if h.is_app]
     intermediates = [
