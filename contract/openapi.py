@@ -17,7 +17,7 @@ from typing import Any
 
 from contract import examples
 from contract.routes import Contract, Route, load
-from contract.schemas import REF, Schema, SchemaBuilder, required_group
+from contract.schemas import ALIAS_OF, REF, Schema, SchemaBuilder, input_alias, required_group
 
 TITLE = "airline-mesh REST API"
 STATUS = "google.rpc.Status"
@@ -126,8 +126,9 @@ def _description() -> str:
         "The public REST/JSON API of the airline mesh, served by Envoy's gRPC-JSON "
         "transcoder and generated from the protos (never edited by hand).\n\n"
         "Responses use the proto field names (snake_case); requests accept them and "
-        "lowerCamelCase. A JSON key or query parameter the method does not know is refused "
-        "with 400. Errors are `google.rpc.Status` bodies. See docs/API.md."
+        "lowerCamelCase (the properties and parameters marked `x-alias-of`), never both "
+        "names of one field in one request. A JSON key or query parameter the method does "
+        "not know is refused with 400. Errors are `google.rpc.Status` bodies. See docs/API.md."
     )
 
 
@@ -152,7 +153,13 @@ def _operation(contract: Contract, builder: SchemaBuilder, route: Route) -> dict
 
 
 def _parameters(contract: Contract, builder: SchemaBuilder, route: Route) -> list[Schema]:
-    """Path variables, then (for fields outside the body) query parameters."""
+    """Path variables, then (for fields outside the body) query parameters, then their aliases.
+
+    The edge takes a query parameter's lowerCamelCase name too (`pageSize`), but not
+    both names in one request (400): each alias is listed as an optional parameter
+    marked `x-alias-of`, and a required parameter with an alias is required under one
+    of its names, which OpenAPI cannot say but its description does.
+    """
     request = contract.messages[route.request]
     by_name = {f.name: f for f in request.field}
     parameters: list[Schema] = []
@@ -171,22 +178,43 @@ def _parameters(contract: Contract, builder: SchemaBuilder, route: Route) -> lis
         )
     if route.body == "*":
         return parameters
+    aliases: list[Schema] = []
     for field in request.field:
         if field.name in route.path_fields or field.name == route.body:
             continue
         schema = builder.field(route.request, field)
         description = schema.pop("description", "")
         required = field.name == "update_mask"
+        alias = input_alias(field)
+        if alias:
+            aliases.append(_query_alias(alias, field.name, schema))
+            if required:
+                description = f"{description} Required, as `{field.name}` or `{alias}`.".strip()
         parameters.append(
             {
                 "name": field.name,
                 "in": "query",
-                "required": required,
+                "required": required and not alias,
                 "description": description,
                 "schema": schema,
             }
         )
-    return parameters
+    return parameters + aliases
+
+
+def _query_alias(alias: str, original: str, schema: Schema) -> Schema:
+    """The query parameter `original` again, under its lowerCamelCase name."""
+    return {
+        "name": alias,
+        "in": "query",
+        "required": False,
+        "description": (
+            f"alias of {original} (its proto3 JSON name). A request names a parameter "
+            "once: both names are refused (400)."
+        ),
+        "schema": dict(schema),
+        ALIAS_OF: original,
+    }
 
 
 def _request_body(builder: SchemaBuilder, route: Route) -> Schema | None:

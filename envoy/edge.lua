@@ -10,7 +10,8 @@
 -- body with a key its message does not have is refused with 400 and a
 -- google.rpc.BadRequest naming each one: the transcoder would drop it silently;
 -- so is a body naming a field twice (`display_name` and `displayName`), of which
--- the transcoder would keep the later;
+-- the transcoder would keep the later, and for the same reason a query naming a
+-- parameter twice (`page_size` and `pageSize`; checked before the body);
 -- a body that is not JSON is refused without quoting it back.
 -- Responses: a service says which HTTP status a success really is in its response
 -- metadata (`x-http-status: 201` with `location`, or `x-http-status: 204`); the
@@ -71,6 +72,17 @@ for name, renamed in pairs(ALIASES or {}) do
   if messages[name] ~= nil then
     aliases_of[messages[name]] = renamed
   end
+end
+-- The same by request message name, for query parameters: each name a field of
+-- the message may go by (either spelling) -> its proto name.
+local query_names = {}
+for name, renamed in pairs(ALIASES or {}) do
+  local names = {}
+  for alias, field in pairs(renamed) do
+    names[alias] = field
+    names[field] = field
+  end
+  query_names[name] = names
 end
 -- Keys we know nothing about below this depth are not checked (the transcoder
 -- has its own limits); it only bounds our recursion.
@@ -261,6 +273,49 @@ local function body_message(method, path)
   return nil
 end
 
+-- A query string's part before `=`, percent-decoded as the transcoder decodes it.
+local function query_key(pair)
+  local key = string.gsub(string.match(pair, "^[^=]*"), "%+", " ")
+  return (string.gsub(key, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- The query parameters of a REST request that name a field the query already
+-- named in its other spelling (`pageSize` after `page_size`), each once, in order:
+-- the transcoder would keep the later. The same name repeated is the transcoder's
+-- to judge.
+local function query_named_twice(method, path)
+  local query = string.match(path, "%?(.*)$")
+  if query == nil then
+    return {}
+  end
+  local names = nil
+  path = string.match(path, "^[^?]*")
+  for _, route in ipairs(http_routes) do
+    if route[1] == method and route[3] ~= nil and string.match(path, route[2]) then
+      names = query_names[route[3]]
+      break
+    end
+  end
+  local twice, first, reported = {}, {}, {}
+  if names == nil then
+    return twice
+  end
+  for pair in string.gmatch(query, "[^&]+") do
+    local key = query_key(pair)
+    local field = names[key]
+    if field ~= nil then
+      first[field] = first[field] or key
+      if first[field] ~= key and not reported[key] then
+        reported[key] = true
+        twice[#twice + 1] = key
+      end
+    end
+  end
+  return twice
+end
+
 local function refuse(request_handle, body, status, extra_headers)
   -- Tells local_reply_config that this body is already the google.rpc.Status.
   request_handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "status_body", true)
@@ -357,11 +412,12 @@ local function refuse_unknown_keys(request_handle, keys)
     .. table.concat(violations, ",") .. "]}]}")
 end
 
-local function refuse_named_twice(request_handle, keys)
+-- `place`: "body" or "query", where the field was named before.
+local function refuse_named_twice(request_handle, keys, place)
   local violations = {}
   for i, key in ipairs(keys) do
     violations[i] = '{"field":' .. json_string(key)
-      .. ',"description":"this field is already in the body under its other name"}'
+      .. ',"description":"this field is already in the ' .. place .. ' under its other name"}'
   end
   refuse(request_handle, '{"code":3,"message":'
     .. json_string("field given twice: " .. table.concat(keys, ", "))
@@ -419,8 +475,15 @@ function envoy_on_request(request_handle)
   end
   drop_non_grpc_headers(headers)
   local method, path = headers:get(":method"), headers:get(":path") or ""
-  if not is_grpc(headers) and refuse_unknown_route(request_handle, method, path) then
-    return
+  if not is_grpc(headers) then
+    if refuse_unknown_route(request_handle, method, path) then
+      return
+    end
+    local twice = query_named_twice(method, path)
+    if #twice > 0 then
+      refuse_named_twice(request_handle, twice, "query")
+      return
+    end
   end
   local message = body_message(method, path)
   apply_deadline(headers)
@@ -437,7 +500,7 @@ function envoy_on_request(request_handle)
     elseif keys ~= nil and #keys > 0 then
       refuse_unknown_keys(request_handle, keys)
     elseif twice ~= nil and #twice > 0 then
-      refuse_named_twice(request_handle, twice)
+      refuse_named_twice(request_handle, twice, "body")
     end
   end
 end

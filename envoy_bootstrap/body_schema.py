@@ -6,8 +6,9 @@ for it, see envoyproxy/envoy#46623), while API.md refuses them with 400. This
 module derives, from the descriptor set Envoy transcodes with, the REST routes
 that carry a body and the keys every message in those bodies accepts (proto name
 and lowerCamelCase); edge.lua checks request bodies against it. It also lists
-every REST method and path template, for edge.lua's 404 and 405 (with Allow); the routes
-are contract/routes.py's, the one list of them.
+every REST method and path template, for edge.lua's 404 and 405 (with Allow), with the
+request message whose fields its query parameters name; the routes are contract/routes.py's,
+the one list of them. ALIASES (lowerCamelCase -> proto name) serves bodies and queries alike.
 """
 
 from __future__ import annotations
@@ -86,11 +87,20 @@ class HttpRoute:
     method: str
     pattern: str  # a Lua pattern matching the path (without the query)
     template: str
+    query: str = ""  # the request message the query parameters fill; "" if the body is "*"
 
 
 def http_routes(contract: Contract) -> list[HttpRoute]:
     """Every (method, path template) the transcoder serves: contract/routes.py's routes."""
-    return [HttpRoute(r.verb.upper(), lua_pattern(r.template), r.template) for r in contract.routes]
+    return [
+        HttpRoute(
+            r.verb.upper(),
+            lua_pattern(r.template),
+            r.template,
+            "" if r.body == "*" else r.request,
+        )
+        for r in contract.routes
+    ]
 
 
 def api_prefixes(routes: Iterable[HttpRoute]) -> list[str]:
@@ -150,8 +160,8 @@ def field_aliases(
 ) -> dict[str, dict[str, str]]:
     """For each message named: its fields' lowerCamelCase keys -> their proto names.
 
-    Only where the two differ; edge.lua refuses a body naming one field twice, in
-    both spellings (protobuf's own JSON parsers do; the transcoder keeps the later).
+    Only where the two differ; edge.lua refuses a body or a query naming one field twice,
+    in both spellings (protobuf's own JSON parsers do; the transcoder keeps the later).
     """
     messages = _messages(files)
     found: dict[str, dict[str, str]] = {}
@@ -181,7 +191,8 @@ def lua_source(
     lines.append("}")
     lines.append("local HTTP_ROUTES = {")
     for path in paths:
-        lines.append(f"  {{{_lua_string(path.method)}, {_lua_string(path.pattern)}}},")
+        fields = [path.method, path.pattern, *([path.query] if path.query else [])]
+        lines.append(f"  {{{', '.join(_lua_string(v) for v in fields)}}},")
     lines.append("}")
     prefixes = ", ".join(_lua_string(prefix) for prefix in api_prefixes(paths))
     lines.append(f"local API_PREFIXES = {{{prefixes}}}")
@@ -211,5 +222,6 @@ def lua_source(
 def generate(files: descriptor_pb2.FileDescriptorSet, contract: Contract) -> str:
     routes = body_routes(contract)
     schema = accepted_keys(files, {r.message for r in routes})
-    aliases = field_aliases(files, schema)
-    return lua_source(routes, schema, http_routes(contract), enum_names(files), aliases)
+    paths = http_routes(contract)
+    aliases = field_aliases(files, set(schema) | {p.query for p in paths if p.query})
+    return lua_source(routes, schema, paths, enum_names(files), aliases)

@@ -104,13 +104,32 @@ def _without_aliases(document: Doc) -> Doc:
         component.pop("allOf", None)
         if names:
             component["required"] = sorted(names)
+    for item in old["paths"].values():
+        for operation in item.values():
+            parameters = [p for p in operation.get("parameters", []) if ALIAS_OF not in p]
+            for parameter in parameters:
+                # Required under either name is not `required`; it was before aliases.
+                parameter["required"] |= "Required, as `" in parameter["description"]
+            if parameters:
+                operation["parameters"] = parameters
     return old
 
 
 def test_adding_the_lower_camel_case_aliases_is_not_breaking(document: Doc) -> None:
     old = _without_aliases(document)
-    assert ALIAS_OF not in json.dumps(old)
+    assert ALIAS_OF not in json.dumps([old["paths"], old["components"]])
     assert breaking_changes(old, document) == []
+
+
+def test_an_optional_query_alias_is_not_breaking_and_a_required_one_is(document: Doc) -> None:
+    current = copy.deepcopy(document)
+    flights = current["paths"]["/v1/flights"]["get"]["parameters"]
+    flights.append({"name": "airportCode", "in": "query", "required": False, ALIAS_OF: "x"})
+    assert breaking_changes(document, current) == []
+    flights[-1]["required"] = True
+    assert breaking_changes(document, current) == [
+        "GET /v1/flights: new required query parameter airportCode"
+    ]
 
 
 def test_a_field_required_under_either_name_is_a_new_requirement(document: Doc) -> None:

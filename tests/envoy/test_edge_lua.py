@@ -27,6 +27,8 @@ EXPORTS = (
     "unknown_keys",
     "body_message",
     "refuse_unknown_route",
+    "query_named_twice",
+    "refuse_named_twice",
     "without_quoted_value",
     "expected_json",
     "messages",
@@ -222,6 +224,66 @@ def test_another_method_on_a_route_is_405_with_allow(edge: Any) -> None:
         {"code": 12, "message": "this method is not allowed here; see Allow"},
         "POST",
     )
+
+
+def query_twice(edge: Any, method: str, path: str) -> list[str]:
+    return list(edge.query_named_twice(method, path).values())
+
+
+@pytest.mark.parametrize("query", ["page_size=1", "pageSize=1", "page_size=1&page_size=2"])
+def test_a_query_naming_each_parameter_in_one_spelling_passes(edge: Any, query: str) -> None:
+    assert query_twice(edge, "GET", f"/v1/flights?{query}&orderBy=price&page_token=t") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/v1/flights?page_size=1&pageSize=2", ["pageSize"]),
+        ("GET", "/v1/flights?pageSize=2&origin=EWR&page_size=1&pageSize=3", ["page_size"]),
+        ("GET", "/v1/flights?orderBy=price&order_by=&departure_date=x&departureDate=y",
+         ["order_by", "departureDate"]),
+        ("GET", "/v1/bookings?user_id=a&userId=b", ["userId"]),
+        ("GET", "/v1/models?pageToken=a&page_token=b", ["page_token"]),
+        ("PATCH", "/v1/users/u1?update_mask=display_name&updateMask=roles", ["updateMask"]),
+        # Keys are percent-decoded, as the transcoder decodes them.
+        ("GET", "/v1/flights?page%5Fsize=1&page%53ize=2", ["pageSize"]),
+    ],
+)  # fmt: skip
+def test_a_query_naming_a_parameter_in_both_spellings_is_found_under_the_second(
+    edge: Any, method: str, path: str, expected: list[str]
+) -> None:
+    assert query_twice(edge, method, path) == expected
+
+
+def test_queries_of_routes_with_a_whole_body_or_none_are_not_judged(edge: Any) -> None:
+    """A `body: "*"` route has no query parameters: the transcoder refuses them itself."""
+    assert query_twice(edge, "POST", "/v1/bookings?request_id=a&requestId=b") == []
+    assert query_twice(edge, "GET", "/v1/flights") == []
+    assert query_twice(edge, "GET", "/v1/nothing?page_size=1&pageSize=2") == []
+
+
+def test_both_spellings_in_a_query_are_refused_with_a_bad_request(edge: Any) -> None:
+    handle = edge.request_handle()
+    edge.refuse_named_twice(
+        handle, edge.query_named_twice("GET", "/v1/users?a=1&pageSize=2&page_size=3"), "query"
+    )
+    assert handle.sent.headers[":status"] == "400"
+    assert handle.metadata["status_body"] is True
+    assert json.loads(handle.sent.body) == {
+        "code": 3,
+        "message": "field given twice: page_size",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": [
+                    {
+                        "field": "page_size",
+                        "description": "this field is already in the query under its other name",
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def rewritten(edge: Any, text: str) -> str:
