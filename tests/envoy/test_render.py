@@ -133,9 +133,12 @@ def test_every_rest_route_of_the_descriptor_is_in_the_edge_lua(tmp_path: Path) -
     out = tmp_path / "envoy.yaml"
     render(out)
     text = out.read_text()
-    assert '{"GET", "^/v1/flights/[^/]+$"}' in text
-    assert '{"POST", "^/v1/bookings/[^/]+:cancel$"}' in text
-    assert '{"DELETE", "^/v1/users/[^/]+$"}' in text
+    # Each route with the request message its query fills (for the aliases check).
+    assert '{"GET", "^/v1/flights/[^/]+$", "airline.booking.v1.GetFlightRequest"}' in text
+    assert (
+        '{"POST", "^/v1/bookings/[^/]+:cancel$", "airline.booking.v1.CancelBookingRequest"}' in text
+    )
+    assert '{"DELETE", "^/v1/users/[^/]+$", "airline.user.v1.DeleteUserRequest"}' in text
     assert 'local API_PREFIXES = {"/v1/"}' in text
 
 
