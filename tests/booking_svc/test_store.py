@@ -270,6 +270,50 @@ def test_pages_with_filters_end_with_no_cursor(store: BookingStore) -> None:
     assert len(first) == len(second) == 5
 
 
+def test_flight_records_follow_the_flights_tables_columns() -> None:
+    """Rows become FlightRecords by position, so the two must list the same fields in order."""
+    assert [c.name for c in FLIGHTS.columns] == list(FlightRecord.__dataclass_fields__)
+
+
+FILTER_SHAPES = [
+    FlightFilters(),
+    FlightFilters(origin="EWR"),
+    FlightFilters(destination="SFO"),
+    FlightFilters(departure_date=date(2026, 6, 1)),
+    FlightFilters("EWR", "SFO", date(2026, 6, 2)),
+]
+
+
+@pytest.mark.parametrize("order", ["departure_time", "price desc"])
+@pytest.mark.parametrize("filters", FILTER_SHAPES, ids=str)
+def test_every_shape_of_query_pages_through_what_one_page_holds(
+    store: BookingStore, filters: FlightFilters, order: str
+) -> None:
+    """Each filter combination, first page or later, with the values bound per call."""
+    places = [("EWR", "SFO"), ("JFK", "SFO"), ("EWR", "LAX")]
+    store.seed_if_empty(
+        lambda: [
+            new_flight(i * 97 % (48 * 60), price=10000 + i % 5 * 100, origin=o, dest=d)
+            for i in range(60)
+            for o, d in [places[i % 3]]
+        ]
+    )
+    order_by = parse_order_by(order)
+    whole, cursor = store.list_flights(filters, order_by, None, 1000)
+    assert cursor is None
+    assert whole, "the seed should match every filter shape"
+    paged: list[FlightRecord] = []
+    for _ in range(100):
+        page, cursor = store.list_flights(filters, order_by, cursor, 4)
+        paged += page
+        if cursor is None:
+            break
+    assert paged == whole
+    other = FlightFilters("JFK", filters.destination, filters.departure_date)
+    if filters.origin is not None:  # the same compiled shape, another bound value
+        assert {f.origin for f in store.list_flights(other, order_by, None, 1000)[0]} <= {"JFK"}
+
+
 # --- Bookings -----------------------------------------------------------------------------
 
 
