@@ -619,6 +619,22 @@ def _flight(row: Row[Any]) -> FlightRecord:
     return FlightRecord(**row._mapping)
 
 
+def _sqlite_utc(stored: str) -> datetime:
+    # One C call; the DATETIME processor's result then .replace(tzinfo=UTC) cost 6x more,
+    # three times per flight.
+    return datetime.fromisoformat(stored + "+00:00")
+
+
+def _converter(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What turns a column's DBAPI value into the record's: the dialect's, or a faster one."""
+    if isinstance(column_type, UTCDateTime) and dialect.name == "sqlite":
+        return _sqlite_utc  # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" text on SQLite
+    processor: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    return processor
+
+
 class _Query:
     """A read statement compiled once for a dialect, run on a pooled DBAPI connection.
 
@@ -639,10 +655,7 @@ class _Query:
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in self._names
         ]
-        self._columns = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
-        ]
+        self._columns = [_converter(column.type, dialect) for column in statement.selected_columns]
         self._converted = [i for i, convert in enumerate(self._columns) if convert is not None]
         # Values the compiler added itself (SQLite's OFFSET 0 after a LIMIT).
         self._literals = {

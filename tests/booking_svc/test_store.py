@@ -189,6 +189,16 @@ def test_created_flight_reads_back_with_aware_utc_times(store: BookingStore) -> 
     assert (found.seats_total, found.seats_available) == (120, 120)
 
 
+def test_flight_times_read_back_to_the_microsecond_from_get_and_list(
+    store: BookingStore,
+) -> None:
+    flight = new_flight()
+    precise = flight.departure_time.replace(microsecond=123456)
+    created = store.create_flight(replace(flight, departure_time=precise))
+    assert store.get_flight(created.flight_id).departure_time == precise
+    assert store.list_flights(FlightFilters(), OrderBy(), None, 5)[0] == [created]
+
+
 def test_unknown_flight_is_not_found(store: BookingStore) -> None:
     with pytest.raises(FlightNotFound):
         store.get_flight(str(uuid.uuid4()))
