@@ -94,6 +94,19 @@ def test_seeded_catalogue_lists_real_flights_twenty_to_a_page(stack: Stack) -> N
     assert all(f.origin in {"EWR", "JFK", "LGA"} for f in page.flights)
 
 
+def test_a_listed_flight_is_the_message_get_flight_answers(stack: Stack) -> None:
+    """Pages build their flights in place; each must be whole, every field as GetFlight's."""
+    page = stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(page_size=3), timeout=10)
+    for listed in page.flights:
+        got = stack.bookings.GetFlight(
+            booking_pb2.GetFlightRequest(flight_id=listed.flight_id), timeout=10
+        )
+        assert listed == got
+        assert listed.HasField("departure_time")
+        assert listed.HasField("arrival_time")
+        assert (listed.seats_total, listed.price_cents, listed.currency) != (0, 0, "")
+
+
 def test_filters_and_price_order_apply_across_pages(stack: Stack) -> None:
     first = stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(page_size=1), timeout=10)
     day = first.flights[0].departure_time.ToDatetime().date().isoformat()
