@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -62,10 +63,14 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         fields = self._tokens.decode(request.page_token, query)
         after = domain.FlightCursor.from_dict(fields) if fields else None
         flights, cursor = self._store.list_flights(filters, order, after, size)
-        return booking_pb2.ListFlightsResponse(
-            flights=[flight_message(f) for f in flights],
-            next_page_token=self._tokens.encode(cursor.to_dict(), query) if cursor else "",
+        response = booking_pb2.ListFlightsResponse(
+            next_page_token=self._tokens.encode(cursor.to_dict(), query) if cursor else ""
         )
+        # Built in place in the page: a Flight built apart is copied in when appended.
+        add = response.flights.add
+        for flight in flights:
+            flight_message(flight, add)
+        return response
 
     def GetFlight(
         self, request: booking_pb2.GetFlightRequest, _: grpc.ServicerContext
@@ -191,14 +196,19 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             return None
 
 
-def flight_message(flight: FlightRecord) -> booking_pb2.Flight:
-    return booking_pb2.Flight(
+def flight_message(
+    flight: FlightRecord, make: Callable[..., booking_pb2.Flight] = booking_pb2.Flight
+) -> booking_pb2.Flight:
+    """`flight` as a message made by `make`: a new Flight, or a repeated field's `add`."""
+    # Timestamps given as field dicts: a Timestamp built with FromDatetime and copied in
+    # made this mapping 3x dearer, and ListFlights maps 20 flights per page.
+    return make(
         flight_id=flight.flight_id,
         number=flight.number,
         origin=flight.origin,
         destination=flight.destination,
-        departure_time=timestamp(flight.departure_time),
-        arrival_time=timestamp(flight.arrival_time),
+        departure_time=_timestamp_fields(flight.departure_time),
+        arrival_time=_timestamp_fields(flight.arrival_time),
         seats_total=flight.seats_total,
         seats_available=flight.seats_available,
         price_cents=flight.price_cents,
@@ -220,6 +230,15 @@ def booking_message(booking: BookingRecord) -> booking_pb2.Booking:
     if booking.delay_risk is not None:
         message.delay_risk = booking.delay_risk
     return message
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timestamp_fields(moment: datetime) -> dict[str, int]:
+    """A Timestamp's fields for an aware datetime: exact, whole seconds and nanos."""
+    since = moment - _EPOCH
+    return {"seconds": since.days * 86_400 + since.seconds, "nanos": since.microseconds * 1000}
 
 
 def _owner_filter(caller: Principal) -> str | None:

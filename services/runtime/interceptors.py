@@ -165,6 +165,14 @@ class ServerInterceptor(grpc.ServerInterceptor):
             if grpc_context.code() is not None:  # type: ignore[attr-defined]
                 code = grpc_context.code()  # type: ignore[attr-defined]
                 raise  # the handler aborted on purpose
+            if not grpc_context.is_active():
+                # The client went away (a cancel, wrk stopping; a deadline passing reaches
+                # the server as a cancel too) and answering it failed, e.g.
+                # send_initial_metadata raising: not a fault of the service. The call's
+                # one log line says CANCELLED, with no traceback.
+                code = grpc.StatusCode.CANCELLED
+                grpc_context.abort(code, "the client has gone")
+                raise AssertionError("abort returned") from None  # it raises
             code = grpc.StatusCode.INTERNAL
             log.exception("unhandled error")
             grpc_context.abort_with_status(_with_trailers(ctx, internal_status(ctx.request_id)))

@@ -19,7 +19,8 @@ from airline.booking.v1 import booking_pb2, booking_pb2_grpc
 from airline.user.v1 import user_pb2
 from services.booking_svc import server as booking_server
 from services.booking_svc.domain import NewFlight
-from services.booking_svc.store import BookingStore
+from services.booking_svc.servicer import flight_message
+from services.booking_svc.store import BookingStore, FlightRecord
 from services.runtime.db import make_engine
 from services.runtime.errors import field_violations
 from tests.conftest import Account, Stack, address, channel_to, make_config, serving
@@ -91,6 +92,19 @@ def test_seeded_catalogue_lists_real_flights_twenty_to_a_page(stack: Stack) -> N
     times = [f.departure_time.ToDatetime() for f in page.flights]
     assert times == sorted(times)
     assert all(f.origin in {"EWR", "JFK", "LGA"} for f in page.flights)
+
+
+def test_a_listed_flight_is_the_message_get_flight_answers(stack: Stack) -> None:
+    """Pages build their flights in place; each must be whole, every field as GetFlight's."""
+    page = stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(page_size=3), timeout=10)
+    for listed in page.flights:
+        got = stack.bookings.GetFlight(
+            booking_pb2.GetFlightRequest(flight_id=listed.flight_id), timeout=10
+        )
+        assert listed == got
+        assert listed.HasField("departure_time")
+        assert listed.HasField("arrival_time")
+        assert (listed.seats_total, listed.price_cents, listed.currency) != (0, 0, "")
 
 
 def test_filters_and_price_order_apply_across_pages(stack: Stack) -> None:
@@ -166,6 +180,25 @@ def test_admin_creates_a_flight_with_every_seat_available(stack: Stack) -> None:
         booking_pb2.GetFlightRequest(flight_id=flight.flight_id), timeout=10
     )
     assert got == flight
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 3, 10, 5, 7, 123456, tzinfo=UTC),
+        datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=UTC),  # before the epoch
+        datetime(1970, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_a_flights_times_map_to_timestamps_to_the_microsecond(moment: datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(moment)
+    record = FlightRecord(
+        "f-1", "UA1", "JFK", "LAX", moment, moment + timedelta(hours=6), 9, 8, 100, "USD", moment
+    )
+    message = flight_message(record)
+    assert message.departure_time == expected
+    assert message.arrival_time.ToDatetime(tzinfo=UTC) == moment + timedelta(hours=6)
 
 
 def test_non_admin_cannot_create_a_flight(stack: Stack) -> None:

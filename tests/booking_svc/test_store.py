@@ -189,6 +189,16 @@ def test_created_flight_reads_back_with_aware_utc_times(store: BookingStore) -> 
     assert (found.seats_total, found.seats_available) == (120, 120)
 
 
+def test_flight_times_read_back_to_the_microsecond_from_get_and_list(
+    store: BookingStore,
+) -> None:
+    flight = new_flight()
+    precise = flight.departure_time.replace(microsecond=123456)
+    created = store.create_flight(replace(flight, departure_time=precise))
+    assert store.get_flight(created.flight_id).departure_time == precise
+    assert store.list_flights(FlightFilters(), OrderBy(), None, 5)[0] == [created]
+
+
 def test_unknown_flight_is_not_found(store: BookingStore) -> None:
     with pytest.raises(FlightNotFound):
         store.get_flight(str(uuid.uuid4()))
@@ -268,6 +278,50 @@ def test_pages_with_filters_end_with_no_cursor(store: BookingStore) -> None:
     second, cursor = store.list_flights(FlightFilters(), OrderBy(), cursor, 5)
     assert cursor is None
     assert len(first) == len(second) == 5
+
+
+def test_flight_records_follow_the_flights_tables_columns() -> None:
+    """Rows become FlightRecords by position, so the two must list the same fields in order."""
+    assert [c.name for c in FLIGHTS.columns] == list(FlightRecord.__dataclass_fields__)
+
+
+FILTER_SHAPES = [
+    FlightFilters(),
+    FlightFilters(origin="EWR"),
+    FlightFilters(destination="SFO"),
+    FlightFilters(departure_date=date(2026, 6, 1)),
+    FlightFilters("EWR", "SFO", date(2026, 6, 2)),
+]
+
+
+@pytest.mark.parametrize("order", ["departure_time", "price desc"])
+@pytest.mark.parametrize("filters", FILTER_SHAPES, ids=str)
+def test_every_shape_of_query_pages_through_what_one_page_holds(
+    store: BookingStore, filters: FlightFilters, order: str
+) -> None:
+    """Each filter combination, first page or later, with the values bound per call."""
+    places = [("EWR", "SFO"), ("JFK", "SFO"), ("EWR", "LAX")]
+    store.seed_if_empty(
+        lambda: [
+            new_flight(i * 97 % (48 * 60), price=10000 + i % 5 * 100, origin=o, dest=d)
+            for i in range(60)
+            for o, d in [places[i % 3]]
+        ]
+    )
+    order_by = parse_order_by(order)
+    whole, cursor = store.list_flights(filters, order_by, None, 1000)
+    assert cursor is None
+    assert whole, "the seed should match every filter shape"
+    paged: list[FlightRecord] = []
+    for _ in range(100):
+        page, cursor = store.list_flights(filters, order_by, cursor, 4)
+        paged += page
+        if cursor is None:
+            break
+    assert paged == whole
+    other = FlightFilters("JFK", filters.destination, filters.departure_date)
+    if filters.origin is not None:  # the same compiled shape, another bound value
+        assert {f.origin for f in store.list_flights(other, order_by, None, 1000)[0]} <= {"JFK"}
 
 
 # --- Bookings -----------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +27,7 @@ from services.runtime.metrics import ServerMetrics
 from services.runtime.server import Server, ServiceDefinition
 from tests.conftest import channel_to, make_config, serving
 from tests.runtime.test_authn import AUD, ISS, Keys
+from tests.support import wait_for
 
 
 class Probe(auth_pb2_grpc.AuthServiceServicer):
@@ -246,3 +250,58 @@ def test_calls_are_counted_with_py_grpc_prometheus_names() -> None:
     assert handled.format("INVALID_ARGUMENT", "CreateToken") in text
     assert handled.format("OK", "RevokeToken") in text
     assert f"grpc_server_handling_seconds_count{{{labels.format('RevokeToken')}}} 1.0" in text
+
+
+class Abandoned(auth_pb2_grpc.AuthServiceServicer):
+    """A handler that answers with headers of its own only after its client has gone."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.client_gone = threading.Event()
+
+    def RevokeToken(
+        self, request: auth_pb2.RevokeTokenRequest, grpc_context: grpc.ServicerContext
+    ) -> auth_pb2.RevokeTokenResponse:
+        grpc_context.add_callback(self.client_gone.set)  # runs when the call ends, cancel too
+        self.entered.set()
+        assert self.client_gone.wait(timeout=10), "the client never cancelled"
+        context.require().created("/v1/things/1")  # headers: send_initial_metadata now raises
+        return auth_pb2.RevokeTokenResponse()
+
+
+def test_a_call_its_client_cancelled_is_logged_and_counted_as_cancelled_not_internal(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wrk stopping mid-call used to give an "unhandled error" traceback and an INTERNAL."""
+    probe = Abandoned()
+
+    def build(config: ServerConfig, registry: CollectorRegistry) -> ServiceDefinition:
+        return ServiceDefinition(
+            service_names=["airline.auth.v1.AuthService"],
+            add_to_server=lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(probe, s),
+            verifier=None,
+        )
+
+    with serving(make_config("probe"), build) as server:
+        caplog.set_level(logging.INFO, logger="rpc")  # `serving` logs WARNING and up only
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        labels = (
+            'grpc_code="{}",grpc_method="RevokeToken",'
+            'grpc_service="airline.auth.v1.AuthService",grpc_type="UNARY"'
+        )
+        with channel_to(server) as channel:
+            call = auth_pb2_grpc.AuthServiceStub(channel).RevokeToken.future(
+                auth_pb2.RevokeTokenRequest(), timeout=10
+            )
+            assert probe.entered.wait(timeout=10)
+            call.cancel()
+            counted = f"grpc_server_handled_total{{{labels.format('CANCELLED')}}} 1.0"
+            wait_for(lambda: counted in httpx.get(url, timeout=5).text, "the cancel counted")
+        text = httpx.get(url, timeout=5).text
+    assert labels.format("INTERNAL") not in text
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["logger"], line["event"], line["level"], line["code"]) for line in lines] == [
+        ("rpc", "rpc", "info", "CANCELLED")
+    ]
+    assert "RevokeToken" in lines[0]["method"]
+    assert "traceback" not in lines[0]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, field_mask_pb2
+from google.protobuf.message import Message
 
 from airline.booking.v1 import booking_pb2
 from airline.predict.v1 import predict_pb2
 from airline.user.v1 import user_internal_pb2, user_pb2
 from services.runtime.errors import field_violations
-from services.runtime.limits import MAX_CHARS, checked_parser, length_violations
+from services.runtime.limits import MAX_CHARS, checked_parser, length_violations, shortest_limit
 from tests.conftest import Stack
 
 DESCRIPTOR_SET = Path(__file__).parents[2] / "generated" / "airline.pb"
@@ -190,3 +192,32 @@ def test_internal_methods_are_checked_too() -> None:
     assert parse is not None
     rejected = parse(user_internal_pb2.LookupUserRequest(user_id=LONG).SerializeToString())
     assert getattr(rejected, "violations", None) == (("user_id", "must be at most 64 characters"),)
+
+
+@pytest.mark.parametrize("char", ["x", "é", "✈"], ids=["ascii", "two-byte", "three-byte"])
+@pytest.mark.parametrize(
+    ("make", "field", "limit"),
+    [
+        (lambda s: booking_pb2.GetFlightRequest(flight_id=s), "flight_id", 64),
+        (lambda s: booking_pb2.ListFlightsRequest(origin=s), "origin", 32),
+        (lambda s: user_pb2.UpdateUserRequest(user=user_pb2.User(roles=[s])), "user.roles[0]", 16),
+    ],
+    ids=["GetFlight", "ListFlights", "UpdateUser"],
+)
+def test_the_parser_refuses_one_character_over_a_limit_however_short_the_request(
+    make: Callable[[str], Message], field: str, limit: int, char: str
+) -> None:
+    """Requests too short to break any limit skip the walk; one character more is still caught."""
+    request_type = type(make(""))
+    parse = checked_parser(request_type.FromString)
+    assert parse is not None
+    at_limit = parse(make(char * limit).SerializeToString())
+    assert isinstance(at_limit, request_type)
+    over = parse(make(char * (limit + 1)).SerializeToString())
+    assert getattr(over, "violations", None) == ((field, f"must be at most {limit} characters"),)
+
+
+def test_the_shortest_limit_counts_nested_strings_and_stops_at_recursion() -> None:
+    assert shortest_limit(booking_pb2.GetFlightRequest.DESCRIPTOR) == 64
+    assert shortest_limit(user_pb2.UpdateUserRequest.DESCRIPTOR) == 16  # user.roles
+    assert shortest_limit(descriptor_pb2.DescriptorProto.DESCRIPTOR) == 1024  # self-nesting
