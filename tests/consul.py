@@ -12,6 +12,8 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane.app import ControlPlane
 from controlplane.config import ControlPlaneConfig
 from tests.support import free_ports, stop_process, wait_for
 
@@ -133,3 +136,14 @@ def control_plane_config(consul_addr: str, **overrides: Any) -> ControlPlaneConf
     }
     fields.update(overrides)
     return ControlPlaneConfig(**fields)
+
+
+@contextmanager
+def running_control_plane(consul_addr: str, **overrides: Any) -> Iterator[ControlPlane]:
+    """An in-process control plane with `control_plane_config`, stopped also on failure."""
+    plane = ControlPlane(control_plane_config(consul_addr, **overrides))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop(watcher_timeout=5.0)

@@ -27,8 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from controlplane.app import ControlPlane
 from tests.consul import (
     ConsulAgent,
-    control_plane_config,
     require_consul,
+    running_control_plane,
 )
 from tests.support import stop_process, wait_for
 
@@ -99,12 +99,8 @@ def control_plane(
     consul: ConsulAgent, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     socket = tmp_path_factory.mktemp("xds") / "ads.sock"
-    plane = ControlPlane(control_plane_config(consul.http_addr, xds_socket=socket))
-    plane.start()
-    try:
+    with running_control_plane(consul.http_addr, xds_socket=socket) as plane:
         yield plane
-    finally:
-        plane.stop(watcher_timeout=5.0)
 
 
 class Envoy:
@@ -170,11 +166,14 @@ class Envoy:
     def stop(self) -> None:
         stop_process(self.process)
 
+    def __enter__(self) -> Envoy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @pytest.fixture(scope="module")
 def envoy(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("envoy"), control_plane.socket)
-    try:
+    with Envoy(tmp_path_factory.mktemp("envoy"), control_plane.socket) as proxy:
         yield proxy
-    finally:
-        proxy.stop()

@@ -11,12 +11,8 @@ import pytest
 
 from controlplane.consul import ConsulWatcher, Instances
 from controlplane.resources import CRITICAL, PASSING
-from tests.controlplane.conftest import (
-    ConsulAgent,
-    GrpcInstance,
-    control_plane_config,
-    unique_name,
-)
+from tests.consul import ConsulAgent, control_plane_config
+from tests.controlplane.conftest import GrpcInstance, unique_name
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow

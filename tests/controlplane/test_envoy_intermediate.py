@@ -16,7 +16,7 @@ from cryptography import x509
 from controlplane.app import ControlPlane
 from controlplane.ca import write_credentials
 from services.runtime.identity import CredentialFiles
-from tests.consul import ConsulAgent, control_plane_config
+from tests.consul import ConsulAgent, running_control_plane
 from tests.controlplane.conftest import Envoy
 from tests.support import wait_for
 
@@ -33,27 +33,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def plane(consul: ConsulAgent, pki: Path) -> Iterator[ControlPlane]:
-    config = control_plane_config(
+    with running_control_plane(
         consul.http_addr,
         pki_dir=pki,
         cert_lifetime_seconds=10.0,
         intermediate_lifetime_seconds=INTERMEDIATE_SECONDS,
-    )
-    control_plane = ControlPlane(config)
-    control_plane.start()
-    try:
+    ) as control_plane:
         yield control_plane
-    finally:
-        control_plane.stop(watcher_timeout=5.0)
 
 
 @pytest.fixture(scope="module")
 def sds_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP)
-    try:
+    with Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def served_issuer(port: int, client: CredentialFiles) -> x509.Name:

@@ -15,7 +15,7 @@ from cryptography import x509
 from controlplane.app import ControlPlane
 from controlplane.ca import MeshCA, write_credentials
 from services.runtime.identity import CredentialFiles
-from tests.consul import ConsulAgent, control_plane_config
+from tests.consul import ConsulAgent, running_control_plane
 from tests.controlplane.conftest import Envoy
 from tests.support import wait_for
 
@@ -66,22 +66,14 @@ def plane(
     consul: ConsulAgent, pki: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     ads_socket = tmp_path_factory.mktemp("xds") / "ads.sock"
-    config = control_plane_config(consul.http_addr, pki_dir=pki, xds_socket=ads_socket)
-    control_plane = ControlPlane(config)
-    control_plane.start()
-    try:
-        yield control_plane
-    finally:
-        control_plane.stop(watcher_timeout=5.0)
+    with running_control_plane(consul.http_addr, pki_dir=pki, xds_socket=ads_socket) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")
 def sds_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP)
-    try:
+    with Envoy(tmp_path_factory.mktemp("sds-envoy"), plane.socket, SDS_BOOTSTRAP) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture(scope="module")

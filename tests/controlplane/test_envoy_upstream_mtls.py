@@ -15,11 +15,10 @@ from controlplane.app import ControlPlane
 from controlplane.ca import MeshCA, write_credentials
 from controlplane.resources import ClusterPolicy
 from services.runtime.identity import ReloadingServerCredentials
+from tests.consul import ConsulAgent, running_control_plane
 from tests.controlplane.conftest import (
-    ConsulAgent,
     Envoy,
     GrpcInstance,
-    control_plane_config,
     unique_name,
 )
 from tests.controlplane.test_envoy_discovery import check_through
@@ -54,27 +53,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plane(
     consul: ConsulAgent, pki: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
-    config = control_plane_config(
+    with running_control_plane(
         consul.http_addr,
         pki_dir=pki,
         policy=ClusterPolicy(upstream_tls=True),
         xds_socket=tmp_path_factory.mktemp("xds") / "ads.sock",
-    )
-    control_plane = ControlPlane(config)
-    control_plane.start()
-    try:
+    ) as control_plane:
         yield control_plane
-    finally:
-        control_plane.stop(watcher_timeout=5.0)
 
 
 @pytest.fixture(scope="module")
 def mtls_envoy(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    proxy = Envoy(tmp_path_factory.mktemp("mtls-envoy"), plane.socket)
-    try:
+    with Envoy(tmp_path_factory.mktemp("mtls-envoy"), plane.socket) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture

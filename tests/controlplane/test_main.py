@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,9 @@ class Running:
         return f"unix:{self.xds_socket}"
 
 
-@pytest.fixture
-def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
-    env = dict(
-        os.environ,
-        CONSUL_HTTP_ADDR=consul.http_addr,
-        XDS_SOCKET=str(tmp_path / "xds" / "ads.sock"),
-        CONSUL_WAIT_SECONDS="1",
-    )
-    log_path = tmp_path / "controlplane.log"
+@contextmanager
+def _running(env: dict[str, str], log_path: Path) -> Iterator[Running]:
+    """`python -m controlplane` with `env`, its log in `log_path`; stopped also on failure."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "controlplane"],
@@ -73,6 +68,18 @@ def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Runni
         yield Running(process, log_path)
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def control_plane_process(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
+    env = dict(
+        os.environ,
+        CONSUL_HTTP_ADDR=consul.http_addr,
+        XDS_SOCKET=str(tmp_path / "xds" / "ads.sock"),
+        CONSUL_WAIT_SECONDS="1",
+    )
+    with _running(env, tmp_path / "controlplane.log") as running:
+        yield running
 
 
 def test_serves_once_it_has_read_consul(control_plane_process: Running) -> None:
@@ -122,21 +129,9 @@ def with_ca(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
         XDS_HOST="127.0.0.1",
         XDS_PORT="0",
     )
-    log_path = tmp_path / "controlplane.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "controlplane"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        running = Running(process, log_path)
+    with _running(env, tmp_path / "controlplane.log") as running:
         wait_for(lambda: running.event("snapshot"), "the first snapshot", 20)
         yield running
-    finally:
-        stop_process(process)
 
 
 def test_no_tcp_port_of_the_control_plane_hands_out_envoys_key(
