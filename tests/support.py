@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from cryptography import x509
+
+from services.runtime.identity import CredentialFiles
 
 T = TypeVar("T")
 
@@ -61,3 +66,25 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+
+
+def served_serial(port: int, client: CredentialFiles) -> int:
+    """The serial of the certificate the TLS server at 127.0.0.1:`port` presents to a new
+    connection from `client` (mutual TLS, h2 as gRPC asks)."""
+    context = ssl.create_default_context(cafile=client.ca)
+    context.load_cert_chain(client.cert, client.key)
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def operator_files(pki: Path) -> CredentialFiles:
+    """The operator's certificate, key and CA bundle `make up` writes into var/pki."""
+    return CredentialFiles(
+        cert=pki / "operator.pem", key=pki / "operator-key.pem", ca=pki / "ca.pem"
+    )

@@ -4,7 +4,6 @@ load (the test mesh's certificates live CERT_LIFETIME_SECONDS=20)."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import stat
 import threading
@@ -16,7 +15,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from cryptography import x509
 
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from controlplane.ca import MeshCA
@@ -29,7 +27,7 @@ from tests.controlplane.xds_probe import (
 )
 from tests.integration.conftest import Mesh, running_mesh
 from tests.integration.rest import PASSWORD
-from tests.support import wait_for
+from tests.support import operator_files, served_serial, wait_for
 
 HEALTH = "/grpc.health.v1.Health/Check"
 VERIFY = "/airline.user.v1.UserInternalService/VerifyPassword"
@@ -242,20 +240,6 @@ def test_the_edge_answers_https_with_the_ca_file(mesh: Mesh) -> None:
     assert len(answer.json()["flights"]) == 1
 
 
-def _served_serial(mesh: Mesh, port: int) -> int:
-    """The serial of the certificate served at 127.0.0.1:`port`, as the operator sees it."""
-    context = ssl.create_default_context(cafile=mesh.pki / "ca.pem")
-    context.load_cert_chain(mesh.pki / "operator.pem", mesh.pki / "operator-key.pem")
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
-
-
 def test_no_tcp_port_of_the_control_plane_hands_out_envoys_key(mesh: Mesh) -> None:
     """`make up`'s control plane serves ADS (and Envoy's key) on its 0600 socket only:
     asked for `mesh-identity` on every TCP port it listens on, it hands out nothing."""
@@ -290,7 +274,8 @@ def test_certificates_rotate_under_steady_load_with_no_failed_request(short_live
     me = mesh.sign_up()
     entry = mesh.instances("user-svc")[0]["Service"]
     ports = {"user-svc": int(entry["Port"]), "mesh": mesh.ports.mesh}
-    first = {name: _served_serial(mesh, port) for name, port in ports.items()}
+    operator = operator_files(mesh.pki)
+    first = {name: served_serial(port, operator) for name, port in ports.items()}
     statuses: dict[int, int] = {}
     with mesh.client(headers=me.headers) as http:
 
@@ -304,7 +289,7 @@ def test_certificates_rotate_under_steady_load_with_no_failed_request(short_live
                 "/v1/auth/token", json={"email": me.user["email"], "password": PASSWORD}
             )
             statuses[signed.status_code] = statuses.get(signed.status_code, 0) + 1
-            now = {name: _served_serial(mesh, port) for name, port in ports.items()}
+            now = {name: served_serial(port, operator) for name, port in ports.items()}
             return all(now[name] != first[name] for name in ports)
 
         wait_for(rotated, "both certificates to be renewed", 60, interval=0.2)

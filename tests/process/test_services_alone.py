@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from tests.process.conftest import (
     service_process,
     workload_of,
 )
+from tests.support import operator_files, served_serial
 
 SERVICES = {
     "services.auth_svc": "airline.auth.v1.AuthService",
@@ -187,25 +186,11 @@ def test_plaintext_only_when_asked_for_and_then_logged_as_insecure(tmp_path: Pat
 
 def test_renewed_certificate_files_are_served_without_a_restart(tmp_path: Path, pki: Path) -> None:
     with service_process("services.predict_svc", _env(tmp_path), pki=pki) as instance:
-        before = _served_serial(instance, pki)
+        before = served_serial(instance.port, operator_files(pki))
         mint_pki(pki, "predict-svc")  # the operator renews: new key and certificate
-        after = _served_serial(instance, pki)
+        after = served_serial(instance.port, operator_files(pki))
     assert before != after
     assert after == _file_serial(pki / "predict-svc.pem")
-
-
-def _served_serial(instance: Instance, pki: Path) -> int:
-    """The serial of the certificate the instance presents on a new connection."""
-    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    context.load_cert_chain(str(pki / "operator.pem"), str(pki / "operator-key.pem"))
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection(("127.0.0.1", instance.port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
 
 
 def _file_serial(path: Path) -> int:

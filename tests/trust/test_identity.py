@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -23,7 +21,7 @@ from services.runtime.identity import (
     peer_identity,
     workload_name,
 )
-from tests.support import wait_for
+from tests.support import served_serial, wait_for
 
 WHOAMI = "/trust.test.Whoami/Get"
 
@@ -61,20 +59,6 @@ def call(channel: grpc.Channel) -> tuple[str, int]:
     whoami: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(WHOAMI)
     identity, serial = whoami(b"", timeout=5).decode().split()
     return identity, int(serial)
-
-
-def served_serial(port: int, client: CredentialFiles) -> int:
-    """The serial of the certificate the server presents to a new TLS connection."""
-    context = ssl.create_default_context(cafile=client.ca)
-    context.load_cert_chain(client.cert, client.key)
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
 
 
 def serial_of(issued: IssuedCertificate) -> int:
