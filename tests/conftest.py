@@ -232,6 +232,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         user_addr=address(user),
                         predict_addr=address(predict),
                         seed_days=SEED_DAYS,
+                        # The in-process stack has no workload identities, so the batch
+                        # refresh could never authenticate to predict-svc: off, not failing
+                        # every few seconds into other tests' captured logs.
+                        risk_refresh_seconds=0,
                     ),
                 ),
             )
