@@ -57,6 +57,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def wait_for_window_room(window_seconds: int, room_seconds: float = 10.0) -> None:
+    """Returns once the current fixed window of `window_seconds` (aligned to the epoch, as
+    the rate limit scripts align them on Redis's clock, the same host clock here) has
+    `room_seconds` left, so that no window ends between the calls of one test."""
+    wait_for(
+        lambda: time.time() % window_seconds <= window_seconds - room_seconds,
+        f"a {window_seconds} s window with {room_seconds} s left",
+        room_seconds + 10,
+        interval=0.1,
+    )
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM to this PID, SIGKILL to this PID if it does not exit in time."""
     if process.poll() is None:
