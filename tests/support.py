@@ -44,9 +44,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def wait_for(
-    probe: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.05
+    probe: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.05
 ) -> T:
-    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
+    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline.
+
+    The deadline guards against "never", not against slowness: it is long, since a passing
+    test returns as soon as the probe does, and CI machines are several times slower and
+    busier than a laptop.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = probe()

@@ -459,7 +459,7 @@ def test_access_log_lines_are_json_with_the_request_id(edge_stack: EdgeStack) ->
                 return entry
         return None
 
-    entry = wait_for(logged, "the access log line", 10)
+    entry = wait_for(logged, "the access log line", 60)
     assert entry["path"] == "/v1/models"
     assert entry["grpc_method"] == "/airline.predict.v1.PredictionService/ListModels"
     assert entry["status"] == 200
