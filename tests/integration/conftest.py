@@ -65,8 +65,8 @@ class Mesh:
             "-key", str(self.pki / "operator-key.pem"),
         ]  # fmt: skip
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.edge, timeout=15, **kwargs)
+    def client(self, timeout: float = 15, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.edge, timeout=timeout, **kwargs)
 
     def instances(self, service: str, *, passing: bool = True) -> list[dict[str, Any]]:
         """Consul's view of a service: one entry per instance."""
