@@ -19,6 +19,11 @@ from services.runtime.identity import CredentialFiles
 
 T = TypeVar("T")
 
+# How long booking-svc waits for predict-svc's delay risk in tests that expect one: the
+# production 0.3 s is a latency budget a busy CI machine misses, and the booking then
+# (rightly) has no risk. Tests of that fallback set their own short timeout.
+PREDICT_TIMEOUT_SECONDS = 10.0
+
 
 def free_ports(count: int) -> list[int]:
     """Distinct ports free for both TCP and UDP right now (Consul's DNS and Serf use both)."""
