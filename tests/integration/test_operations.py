@@ -286,6 +286,8 @@ def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> 
         extra.process.send_signal(signal.SIGTERM)
         assert extra.process.wait(timeout=60) == 0
     assert _check_status(mesh, "user-svc", "user-svc-by-hand") is None  # deregistered
+    # The next tests share this mesh: not with a host Envoy has yet to hear is gone.
+    wait_for(lambda: not _envoy_knows(mesh, extra.port), "Envoy to forget the instance", 60)
 
 
 def _log_lines_with(mesh: Mesh, request_id: str) -> dict[str, list[dict[str, Any]]]:
