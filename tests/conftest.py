@@ -28,7 +28,7 @@ from services.runtime.config import ServerConfig
 from services.runtime.server import Builder, Server
 from services.user_svc import server as user_server
 from tests.postgres import PostgresMissing, fresh_database, postgres_server
-from tests.support import free_ports
+from tests.support import PREDICT_TIMEOUT_SECONDS, free_ports
 
 
 @pytest.fixture(scope="session")
@@ -236,6 +236,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         # refresh could never authenticate to predict-svc: off, not failing
                         # every few seconds into other tests' captured logs.
                         risk_refresh_seconds=0,
+                        predict_timeout_seconds=PREDICT_TIMEOUT_SECONDS,
                     ),
                 ),
             )

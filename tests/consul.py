@@ -74,7 +74,7 @@ class ConsulAgent:
         with (self.workdir / "consul.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(self._has_leader, f"consul at {self.http_addr} to elect itself", 20)
+            wait_for(self._has_leader, f"consul at {self.http_addr} to elect itself", 60)
         except BaseException:
             self.stop()
             raise

@@ -19,6 +19,11 @@ from services.runtime.identity import CredentialFiles
 
 T = TypeVar("T")
 
+# How long booking-svc waits for predict-svc's delay risk in tests that expect one: the
+# production 0.3 s is a latency budget a busy CI machine misses, and the booking then
+# (rightly) has no risk. Tests of that fallback set their own short timeout.
+PREDICT_TIMEOUT_SECONDS = 10.0
+
 
 def free_ports(count: int) -> list[int]:
     """Distinct ports free for both TCP and UDP right now (Consul's DNS and Serf use both)."""
@@ -44,9 +49,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def wait_for(
-    probe: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.05
+    probe: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.05
 ) -> T:
-    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline."""
+    """Polls `probe` until it returns something truthy; fails naming `what` at the deadline.
+
+    The deadline guards against "never", not against slowness: it is long, since a passing
+    test returns as soon as the probe does, and CI machines are several times slower and
+    busier than a laptop.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -55,6 +65,18 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_window_room(window_seconds: int, room_seconds: float = 10.0) -> None:
+    """Returns once the current fixed window of `window_seconds` (aligned to the epoch, as
+    the rate limit scripts align them on Redis's clock, the same host clock here) has
+    `room_seconds` left, so that no window ends between the calls of one test."""
+    wait_for(
+        lambda: time.time() % window_seconds <= window_seconds - room_seconds,
+        f"a {window_seconds} s window with {room_seconds} s left",
+        room_seconds + 10,
+        interval=0.1,
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -24,6 +24,7 @@ from services.booking_svc.store import BookingStore, FlightRecord
 from services.runtime.db import make_engine
 from services.runtime.errors import field_violations
 from tests.conftest import Account, Stack, address, channel_to, make_config, serving
+from tests.support import PREDICT_TIMEOUT_SECONDS
 
 Booking = booking_pb2.Booking
 
@@ -459,6 +460,7 @@ def test_a_booking_on_a_flight_with_no_stored_risk_asks_predict_svc_and_keeps_th
         predict_addr=address(stack.predict),
         seed_days=0,
         risk_refresh_seconds=0,
+        predict_timeout_seconds=PREDICT_TIMEOUT_SECONDS,
     )
     build = partial(booking_server.build, settings=settings)
     with serving(make_config("booking-svc"), build) as server, channel_to(server) as channel:

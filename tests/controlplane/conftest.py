@@ -130,7 +130,7 @@ class Envoy:
             self.admin = "http://" + wait_for(
                 lambda: self._admin_address(address_file), "envoy admin"
             )
-            wait_for(self._ready, "envoy to finish initializing", 15)
+            wait_for(self._ready, "envoy to finish initializing", 60)
         except BaseException:
             self.stop()
             raise

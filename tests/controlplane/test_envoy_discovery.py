@@ -46,7 +46,11 @@ def test_calls_through_envoy_reach_the_registered_instance(
     name, instance = unique_name("call"), instances()
     consul.register(name, f"{name}-1", instance.port)
     wait_for(lambda: envoy.hosts(name) == {instance.port: HEALTHY}, f"{name} healthy in envoy")
-    assert check_through(envoy, name) == health_pb2.HealthCheckResponse.SERVING
+    # Admin shows the main thread's view; a worker gets the new host a moment later.
+    wait_for(
+        lambda: check_through(envoy, name) == health_pb2.HealthCheckResponse.SERVING,
+        f"a call through envoy to reach {name}",
+    )
 
 
 def test_failing_check_marks_the_endpoint_unhealthy_and_stops_calls(
@@ -58,7 +62,12 @@ def test_failing_check_marks_the_endpoint_unhealthy_and_stops_calls(
 
     instance.serving(False)
     wait_for(lambda: envoy.hosts(name) == {instance.port: UNHEALTHY}, f"{name} unhealthy")
-    assert check_through(envoy, name) == grpc.StatusCode.UNAVAILABLE
+    # The admin endpoint shows the main thread's view; each worker applies the update a
+    # moment later, so the first call may still find the old host set.
+    wait_for(
+        lambda: check_through(envoy, name) == grpc.StatusCode.UNAVAILABLE,
+        f"calls to {name} to stop",
+    )
 
     instance.serving(True)
     wait_for(lambda: envoy.hosts(name) == {instance.port: HEALTHY}, f"{name} healthy again")

@@ -88,7 +88,12 @@ def test_rejected_snapshot_is_not_resent_and_envoy_keeps_the_last_good_one(
         store.set(fixed)
         fixed_version = fixed.versions[CLUSTER_TYPE]
         wait_for(lambda: records(caplog, "ack", fixed_version), "envoy's ACK of the fix")
-        assert set(cluster_versions(envoy)) == {"good-svc", "bad-svc"}
+        # Envoy ACKs the clusters when it takes them; a new one is active only once it has
+        # warmed with its endpoints, a moment later.
+        wait_for(
+            lambda: set(cluster_versions(envoy)) == {"good-svc", "bad-svc"},
+            "the fixed cluster to be active",
+        )
         assert len(records(caplog, "sent", bad_version)) == 1
     finally:
         envoy.stop()

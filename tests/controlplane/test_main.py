@@ -130,7 +130,7 @@ def with_ca(consul: ConsulAgent, tmp_path: Path) -> Iterator[Running]:
         XDS_PORT="0",
     )
     with _running(env, tmp_path / "controlplane.log") as running:
-        wait_for(lambda: running.event("snapshot"), "the first snapshot", 20)
+        wait_for(lambda: running.event("snapshot"), "the first snapshot", 60)
         yield running
 
 

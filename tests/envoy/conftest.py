@@ -95,7 +95,7 @@ class Envoy:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         try:
-            wait_for(self._live, "envoy's admin endpoint", 15)
+            wait_for(self._live, "envoy's admin endpoint", 60)
         except BaseException:
             self.stop()
             raise
@@ -267,11 +267,11 @@ def edge_stack(
     try:
         for service in services.values():
             wait_for(service.serving, f"{service.name} to serve", 90)
-        wait_for(envoy.healthy, "GET /healthz on the edge to answer 200", 30)
+        wait_for(envoy.healthy, "GET /healthz on the edge to answer 200", 60)
         wait_for(
             lambda: envoy.counter("http.edge.jwt_authn.jwks_fetch_success"),
             "the edge to fetch auth-svc's JWKS",
-            30,
+            60,
         )
         stack = EdgeStack(envoy, services, Account("", "", ""), Account("", "", ""))
         stack.admin = stack.sign_up("First Admin")  # the first user of an empty database

@@ -21,7 +21,7 @@ def dead_edge(envoy_factory: Callable[[], Envoy]) -> Envoy:
     wait_for(
         lambda: envoy.counter("cluster.predict-svc.health_check.failure"),
         "the first failed health check",
-        10,
+        60,
     )
     return envoy
 

@@ -21,7 +21,7 @@ import pytest
 
 from mesh.config import Ports
 from tests.integration.rest import PASSWORD, Catalogue, bearer, create_user, list_user_ids, sign_in
-from tests.support import free_ports
+from tests.support import PREDICT_TIMEOUT_SECONDS, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,8 +65,8 @@ class Mesh:
             "-key", str(self.pki / "operator-key.pem"),
         ]  # fmt: skip
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.edge, timeout=15, **kwargs)
+    def client(self, timeout: float = 15, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.edge, timeout=timeout, **kwargs)
 
     def instances(self, service: str, *, passing: bool = True) -> list[dict[str, Any]]:
         """Consul's view of a service: one entry per instance."""
@@ -135,6 +135,8 @@ def running_mesh(var_dir: Path, **overrides: str) -> Iterator[Mesh]:
         # from 127.0.0.1 (crowd alone creates 101 users).
         "SIGNUP_RATE_LIMIT": "1000",
         "CHECK_INTERVAL_SECONDS": "1",
+        # Bookings are expected to carry a delay risk (see PREDICT_TIMEOUT_SECONDS).
+        "PREDICT_TIMEOUT_SECONDS": str(PREDICT_TIMEOUT_SECONDS),
         **overrides,
     }
     found = Mesh(ports, env, var_dir)

@@ -7,6 +7,7 @@ operator would.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,12 +34,13 @@ def _risks(mesh: Mesh, source: str) -> float:
 
 
 def _seeded_flights(http: httpx.Client) -> Iterator[str]:
-    """Seeded flights, soonest first (booking-svc stores the soonest flights' risks first)."""
+    """Seeded flights, soonest first (booking-svc stores the soonest flights' risks first),
+    over and over: on a slow machine the batch may take longer than one booking each."""
     page = http.get("/v1/flights", params={"page_size": 100}).raise_for_status().json()
     soon = datetime.now(UTC) + timedelta(hours=1)
-    for flight in page["flights"]:
-        if timestamp(flight["departure_time"]) > soon:
-            yield flight["flight_id"]
+    found = [f["flight_id"] for f in page["flights"] if timestamp(f["departure_time"]) > soon]
+    assert found, "no seeded flight departs later than an hour from now"
+    return itertools.cycle(found)
 
 
 def test_a_new_flight_has_its_risk_stored_before_its_first_booking(

@@ -31,15 +31,21 @@ from tests.integration.rate_limits import (
     remaining,
     use_up_the_limit,
 )
-from tests.support import free_ports, wait_for
+from tests.support import free_ports, wait_for, wait_for_window_room
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 10  # ratelimit/limits.toml's, for sign-in and sign-up alike
-# Fixed windows start at multiples of the window on Redis's clock: a day makes a
-# window's end during one test as good as impossible.
+# Fixed windows start at multiples of the window on Redis's clock (midnight UTC for a
+# day): each test waits until the window has room left (see _room_in_the_day).
 WINDOW_SECONDS = 86400
 SUPERVISORCTL = str(Path(sys.executable).parent / "supervisorctl")
+
+
+@pytest.fixture(autouse=True)
+def _room_in_the_day() -> None:
+    """A test that counts must not straddle midnight UTC, where the window ends."""
+    wait_for_window_room(WINDOW_SECONDS, 60)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ class RedisServer:
         ]  # fmt: skip
         with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._answers, "redis-server to answer PING", 15)
+        wait_for(self._answers, "redis-server to answer PING", 60)
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -16,7 +16,7 @@ from ratelimit.server import RateLimitConfig, build
 from services.runtime.config import ServerConfig
 from services.runtime.server import Server
 from tests.ratelimit.conftest import LIMITS
-from tests.support import free_ports
+from tests.support import free_ports, wait_for_window_room
 
 Response = rls_pb2.RateLimitResponse
 # xds-protos ships no type stubs: its messages and stubs are Any to mypy.
@@ -33,6 +33,13 @@ def ask(stub: Stub, name: str, address: str, domain: str = LIMITS.domain) -> Any
     request = rls_pb2.RateLimitRequest(domain=domain, descriptors=[descriptor])
     answer = stub.ShouldRateLimit(request, timeout=5)
     return answer
+
+
+@pytest.fixture(autouse=True)
+def _room_in_the_minute() -> None:
+    """create_token counts per minute on Redis's clock: a minute ending between two calls
+    of a test would reset its count (the hour of create_user ends with a minute too)."""
+    wait_for_window_room(60)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from ratelimit.limits import Algorithm, Limit
 from ratelimit.store import Counter, Unreachable, connect
 from tests.ratelimit.redis_server import RedisServer
-from tests.support import free_ports
+from tests.support import free_ports, wait_for_window_room
 
 
 @pytest.fixture
@@ -19,6 +19,13 @@ def counter(redis_server: RedisServer) -> Iterator[Counter]:
     counting = Counter(connect(redis_server.url, 1.0))
     yield counting
     counting.close()
+
+
+@pytest.fixture(autouse=True)
+def _room_in_the_hour() -> None:
+    """The limits here count per hour on Redis's clock: an hour ending between two calls
+    of a test would reset its count."""
+    wait_for_window_room(3600)
 
 
 @pytest.fixture

@@ -138,4 +138,4 @@ def test_waiting_calls_get_the_slot_in_arrival_order() -> None:
 
 
 def _wait_until_queued(limiter: CpuLimiter, count: int) -> None:
-    wait_for(lambda: limiter.waiting >= count, f"{count} queued calls", timeout=5)
+    wait_for(lambda: limiter.waiting >= count, f"{count} queued calls", timeout=60)

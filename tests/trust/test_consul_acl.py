@@ -112,7 +112,7 @@ def signing(
 def identity_with(signing: tuple[SigningServer, bytes], token: str) -> WorkloadIdentity:
     server, ca_pem = signing
     endpoint = CaEndpoint(f"127.0.0.1:{server.port}", ca_pem, token)
-    return WorkloadIdentity(endpoint, ["127.0.0.1"], start_timeout=5)
+    return WorkloadIdentity(endpoint, ["127.0.0.1"], start_timeout=60)
 
 
 def test_the_ca_signs_the_tokens_service_name_with_its_ip(
@@ -180,7 +180,7 @@ def test_a_user_svc_token_asking_for_booking_svc_gets_a_user_svc_certificate(
     creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     with grpc.secure_channel(f"127.0.0.1:{server.port}", creds) as channel:
         answer = certificate_pb2_grpc.CertificateServiceStub(channel).SignCertificate(
-            request, timeout=5, metadata=(("x-consul-token", tokens["user-svc"]),)
+            request, timeout=60, metadata=(("x-consul-token", tokens["user-svc"]),)
         )
     cert = x509.load_pem_x509_certificate(answer.certificate_chain_pem.encode())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

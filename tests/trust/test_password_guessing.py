@@ -24,6 +24,7 @@ from services.runtime.server import Server, Trust
 from services.user_svc import server as user_server
 from services.user_svc.attempts import GuessLimits
 from tests.conftest import make_config
+from tests.support import wait_for_window_room
 
 POLICY_FILE = Path(__file__).resolve().parents[2] / "mesh" / "policy.toml"
 PASSWORD = "correct horse battery"
@@ -35,6 +36,16 @@ class Pki:
     user_svc: CredentialFiles
     auth_svc: CredentialFiles
     edge: CredentialFiles
+
+
+WINDOW_SECONDS = 3600
+
+
+@pytest.fixture(autouse=True)
+def _room_in_the_window() -> None:
+    """Failed checks count per fixed window of the wall clock (epoch-aligned): a window
+    ending between two checks of one test would reset its counts."""
+    wait_for_window_room(WINDOW_SECONDS, 60)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +66,9 @@ def _instance(pki: Pki, database_url: str) -> Server:
         database_url,
         "127.0.0.1:1",  # auth-svc: not needed by VerifyPassword
         bcrypt_cost=4,
-        guesses=GuessLimits(per_email=PER_EMAIL, per_caller=PER_CALLER, window_seconds=3600),
+        guesses=GuessLimits(
+            per_email=PER_EMAIL, per_caller=PER_CALLER, window_seconds=WINDOW_SECONDS
+        ),
     )
     config = make_config("user-svc")
     definition = partial(user_server.build, settings=settings)(config, registry, identity=identity)

@@ -173,7 +173,7 @@ def test_the_root_rotates_under_steady_calls_with_no_failure(
         until_none_left(
             lambda: [] if _replaced(mesh.pki / "operator.pem", operator) else ["operator.pem"],
             "the control plane to take the new bundle",
-            10,
+            60,
         )
         first = {name: handshake(mesh, port, old_root) for name, port in ports.items()}
         assert all(first.values())
@@ -213,7 +213,7 @@ def test_the_root_rotates_under_steady_calls_with_no_failure(
             "renewals under the new root alone",
             90,
         )
-        until_none_left(lambda: not_passing(mesh), "Consul's checks to pass", 10)
+        until_none_left(lambda: not_passing(mesh), "Consul's checks to pass", 60)
 
     assert set(traffic.statuses) == {200}, traffic.statuses
     assert checks.failing == {}
