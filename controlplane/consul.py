@@ -368,16 +368,24 @@ class ConsulWatcher:
 
         A restarted agent answers before it has re-synced its services into the
         catalog; publishing that half-empty view would leave Envoy no endpoints.
+        An agent that flaps again starts a later period while this one runs: this
+        thread then only tries to publish at its own deadline, which `_publish` refuses
+        while the later period holds, and never moves the deadline back; the later
+        period's own thread publishes at its end.
         """
         with self._lock:
-            self._settle_until = time.monotonic() + seconds
+            deadline = time.monotonic() + seconds
+            self._settle_until = deadline
 
-        def publish_now() -> None:
-            self._stopped.wait(seconds)
+        def publish_at_deadline() -> None:
+            # Event.wait may return a hair before the monotonic deadline, when
+            # `_publish` would still refuse and nothing else might publish.
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stopped.wait(left):
+                    return
             with self._lock:
-                self._settle_until = 0.0
                 if not self._stopped.is_set():
                     self._publish()
 
         with self._lock:
-            self._spawn("settle", publish_now)
+            self._spawn("settle", publish_at_deadline)

@@ -118,9 +118,16 @@ class _Stamps(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.at: dict[str, float] = {}
+        self.every: dict[str, list[float]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.at.setdefault(record.getMessage(), time.monotonic())
+        now = time.monotonic()
+        self.at.setdefault(record.getMessage(), now)
+        self.every.setdefault(record.getMessage(), []).append(now)
+
+    def first_after(self, message: str, since: float) -> float | None:
+        """When `message` was first logged after `since`, or None if it was not yet."""
+        return next((at for at in self.every.get(message, []) if at > since), None)
 
 
 SETTLE_SECONDS = 15.0
@@ -161,6 +168,53 @@ def test_after_an_outage_the_last_view_stands_for_the_settle_period(
         # Without settling the removal is published in milliseconds; with it, not before
         # the period that started when the watcher reached Consul again has passed.
         assert time.monotonic() >= back + SETTLE_SECONDS, "the view changed too soon"
+    finally:
+        watcher.stop(timeout=5.0)
+        agent.stop()
+        logger.removeHandler(stamps)
+        logger.setLevel(level)
+
+
+UNREACHABLE = "consul unreachable, keeping the last view"
+RECOVERED = "consul reachable again"
+# Two agent restarts take about a second here; the second must fit in the first period.
+LONG_SETTLE_SECONDS = 20.0
+
+
+def test_a_second_recovery_inside_the_settle_period_holds_the_view_for_its_own_period(
+    consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
+) -> None:
+    """An agent that flaps twice: the first period's end must not cut the second short."""
+    stamps = _Stamps()
+    logger = logging.getLogger("controlplane.consul")
+    logger.addHandler(stamps)
+    level, logger.level = logger.level, logging.DEBUG
+    agent = ConsulAgent(consul_binary, tmp_path / "consul")
+    agent.start()
+    watcher = start_watcher(agent.http_addr, recovery_settle_seconds=LONG_SETTLE_SECONDS)
+
+    def restart(since: float) -> float:
+        """Stops and starts the agent once the watcher saw it go; when it saw it back."""
+        agent.stop()
+        gone = wait_for(lambda: stamps.first_after(UNREACHABLE, since), "the outage", 30)
+        agent.start()
+        return wait_for(lambda: stamps.first_after(RECOVERED, gone), "the recovery", 30)
+
+    try:
+        up = instances()
+        agent.register("flap-svc", "flap-1", up.port)
+        wait_for(lambda: statuses(watcher, "flap-svc") == [(up.port, PASSING)], "first view")
+        first = restart(time.monotonic())
+        # News held by the first period; the agent does not restore it on the next start.
+        agent.deregister("flap-1")
+        second = restart(first)
+        assert second < first + LONG_SETTLE_SECONDS, "second recovery after the first period"
+        wait_for(
+            lambda: not statuses(watcher, "flap-svc"),
+            "the removal after the second period",
+            LONG_SETTLE_SECONDS + 30,
+        )
+        assert time.monotonic() >= second + LONG_SETTLE_SECONDS, "the first period ended it"
     finally:
         watcher.stop(timeout=5.0)
         agent.stop()
