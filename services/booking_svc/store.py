@@ -211,6 +211,8 @@ class BookingStore:
         self._writes = Writes(engine)
         self._postgres = engine.dialect.name == "postgresql"
         self._get_flight = CompiledQuery(_GET_FLIGHT, engine.dialect)
+        self._take_seat = CompiledQuery(_TAKE_SEAT, engine.dialect)
+        self._insert_booking = CompiledQuery(_INSERT_BOOKING, engine.dialect)
         # One compiled statement per shape of ListFlights query (filters given, order,
         # first page or not): at most 64, made on first use.
         self._flight_pages: dict[tuple[bool, ...], CompiledQuery] = {}
@@ -383,6 +385,8 @@ class BookingStore:
         def work(conn: Connection) -> tuple[BookingRecord, bool]:
             return _book(
                 conn,
+                self._take_seat,
+                self._insert_booking,
                 user_id=user_id,
                 request_id=request_id,
                 flight_id=flight_id,
@@ -480,6 +484,8 @@ class BookingStore:
 
 def _book(
     conn: Connection,
+    take_seat: CompiledQuery,
+    insert_booking: CompiledQuery,
     *,
     user_id: str,
     request_id: str,
@@ -496,18 +502,21 @@ def _book(
     request_id) has no booking yet, and returns the fare, the departure time and the
     flight's stored delay risk; the INSERT records the booking. A refusal (sold out,
     unknown flight, `bookable` raising) leaves nothing changed, as `Writes.run` needs.
+    Both run compiled (`take_seat` is `_TAKE_SEAT`, `insert_booking` `_INSERT_BOOKING`):
+    through `Connection.execute` they cost booking-svc a fifth of its Python time.
     """
-    taken = conn.execute(
-        _TAKE_SEAT, {"b_flight": flight_id, "b_user": user_id, "b_request": request_id}
-    ).first()
-    if taken is None:
+    rows = take_seat.rows_in(
+        conn, {"b_flight": flight_id, "b_user": user_id, "b_request": request_id}
+    )
+    if not rows:
         found = _by_request(conn, user_id, request_id)
         if found is not None:
             return found, False
         known = conn.execute(select(FLIGHTS.c.flight_id).where(FLIGHTS.c.flight_id == flight_id))
         raise SoldOut(flight_id) if known.first() is not None else FlightNotFound(flight_id)
+    price_cents, departure_time, risk = take_seat.values(rows[0])
     try:
-        bookable(taken.departure_time)
+        bookable(departure_time)
     except Exception:
         _give_back_seat(conn, flight_id)
         raise
@@ -518,12 +527,12 @@ def _book(
         "seat_class": seat_class.name,
         "passenger_name": passenger_name,
         "state": BookingState.CONFIRMED.name,
-        "price_cents": price_for(seat_class, int(taken.price_cents)),
-        "delay_risk": delay_risk if taken.risk is None else float(taken.risk),
+        "price_cents": price_for(seat_class, int(price_cents)),
+        "delay_risk": delay_risk if risk is None else float(risk),
         "request_id": request_id,
         "create_time": datetime.now(UTC),
     }
-    conn.execute(_INSERT_BOOKING, values)
+    insert_booking.rows_in(conn, values)
     return _booking(values), True
 
 

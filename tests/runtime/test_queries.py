@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     Engine,
     Integer,
     MetaData,
@@ -20,8 +21,9 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    update,
 )
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from services.runtime.db import make_engine
 from services.runtime.queries import CompiledQuery, UTCDateTime
@@ -101,3 +103,35 @@ def test_a_compiled_query_skips_sqlalchemys_execution_machinery(engine: Engine) 
 def test_naive_times_are_refused_by_the_utc_column(engine: Engine) -> None:
     with pytest.raises(StatementError, match="naive datetime"), engine.begin() as conn:
         conn.execute(insert(THINGS).values(thing_id="d", rank=4, seen=datetime(2030, 1, 1)))
+
+
+def test_writes_run_in_the_connections_transaction(engine: Engine) -> None:
+    """An UPDATE ... RETURNING and an INSERT by column name, rolled back with the rest."""
+    bump = CompiledQuery(
+        update(THINGS)
+        .where(THINGS.c.thing_id == bindparam("b_id"))
+        .values(rank=THINGS.c.rank + 10)
+        .returning(THINGS.c.rank, THINGS.c.seen),
+        engine.dialect,
+    )
+    add = CompiledQuery(insert(THINGS), engine.dialect)
+    with engine.connect() as conn, conn.begin() as transaction:
+        (row,) = bump.rows_in(conn, {"b_id": "a"})
+        assert bump.values(row) == [11, MOMENTS[0]]
+        new = {"thing_id": "d", "rank": 4, "tags": ["z"], "active": False, "seen": MOMENTS[1]}
+        assert add.rows_in(conn, new) == []
+        assert run_in(conn, select(THINGS).where(THINGS.c.thing_id == "d")) == [list(new.values())]
+        transaction.rollback()
+    assert run(engine, select(THINGS.c.rank).order_by(THINGS.c.rank)) == [[1], [2], [3]]
+
+
+def test_a_database_error_is_raised_as_connection_execute_raises_it(engine: Engine) -> None:
+    add = CompiledQuery(insert(THINGS), engine.dialect)
+    taken = {"thing_id": "a", "rank": 9, "tags": [], "active": True, "seen": None}
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        add.rows_in(conn, taken)
+
+
+def run_in(conn: Connection, statement: Any) -> list[list[Any]]:
+    query = CompiledQuery(statement, conn.dialect)
+    return [query.values(row) for row in query.rows_in(conn, {})]
