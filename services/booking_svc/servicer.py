@@ -19,7 +19,7 @@ from services.booking_svc.store import BookingRecord, BookingStore, FlightRecord
 from services.runtime import context
 from services.runtime.context import AccountLookup, Principal
 from services.runtime.errors import InvalidArgument, PermissionDenied, required
-from services.runtime.messages import timestamp
+from services.runtime.messages import timestamp, timestamp_fields
 from services.runtime.pagination import PageTokens, page_size
 from services.runtime.upstreams import PredictClient, UserClient
 
@@ -207,8 +207,8 @@ def flight_message(
         number=flight.number,
         origin=flight.origin,
         destination=flight.destination,
-        departure_time=_timestamp_fields(flight.departure_time),
-        arrival_time=_timestamp_fields(flight.arrival_time),
+        departure_time=timestamp_fields(flight.departure_time),
+        arrival_time=timestamp_fields(flight.arrival_time),
         seats_total=flight.seats_total,
         seats_available=flight.seats_available,
         price_cents=flight.price_cents,
@@ -230,15 +230,6 @@ def booking_message(booking: BookingRecord) -> booking_pb2.Booking:
     if booking.delay_risk is not None:
         message.delay_risk = booking.delay_risk
     return message
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _timestamp_fields(moment: datetime) -> dict[str, int]:
-    """A Timestamp's fields for an aware datetime: exact, whole seconds and nanos."""
-    since = moment - _EPOCH
-    return {"seconds": since.days * 86_400 + since.seconds, "nanos": since.microseconds * 1000}
 
 
 def _owner_filter(caller: Principal) -> str | None:

@@ -201,7 +201,9 @@ class ReloadingChannel(grpc.Channel):
     current channel's, so under `grpc.intercept_channel` (which asks its channel for
     a multicallable on every call) each call goes on the newest channel. A replaced
     channel is closed `drain_seconds` later, on a later `get()` or `close()`, so calls
-    already on it can finish (closing a gRPC channel cancels its calls).
+    already on it can finish (closing a gRPC channel cancels its calls). The unary
+    multicallables it hands out are made once per method and channel: making one per
+    call (what `grpc.intercept_channel` asks for) was ~2% of booking-svc's Python time.
     """
 
     def __init__(
@@ -219,6 +221,8 @@ class ReloadingChannel(grpc.Channel):
         self._seen = self._source.version()
         self._channel = factory(channel_credentials(self._source))
         self._draining: list[tuple[float, grpc.Channel]] = []
+        # unary_unary's arguments -> (the channel it was made on, the multicallable).
+        self._unary: dict[tuple[Any, ...], tuple[grpc.Channel, Any]] = {}
 
     def get(self) -> grpc.Channel:
         with self._lock:
@@ -247,7 +251,14 @@ class ReloadingChannel(grpc.Channel):
         self.get().unsubscribe(callback)
 
     def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return self.get().unary_unary(*args, **kwargs)
+        channel = self.get()
+        key = (*args, *sorted(kwargs.items()))
+        made = self._unary.get(key)
+        if made is None or made[0] is not channel:
+            made = (channel, channel.unary_unary(*args, **kwargs))
+            # Dict assignment is atomic; a renewed channel replaces the entry.
+            self._unary[key] = made
+        return made[1]
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
         return self.get().unary_stream(*args, **kwargs)

@@ -14,3 +14,16 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(value)
     return result
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_fields(moment: datetime) -> dict[str, int]:
+    """A Timestamp's fields for an aware datetime: exact, whole seconds and nanos.
+
+    For a message's constructor: building a Timestamp with FromDatetime and having the
+    constructor copy it in cost 3x more.
+    """
+    since = moment - _EPOCH
+    return {"seconds": since.days * 86_400 + since.seconds, "nanos": since.microseconds * 1000}

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from py_grpc_prometheus.prometheus_client_interceptor import PromClientInterceptor
 
 from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
@@ -21,6 +20,7 @@ from services.runtime import context
 from services.runtime.clients import dial
 from services.runtime.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
 from services.runtime.identity import CredentialSource
+from services.runtime.metrics import ClientMetrics
 
 _AUTH = "airline.auth.v1.AuthService"
 _USER_INTERNAL = "airline.user.v1.UserInternalService"
@@ -33,7 +33,7 @@ class AuthClient:
     def __init__(
         self,
         target: str,
-        metrics: PromClientInterceptor | None,
+        metrics: ClientMetrics | None,
         timeout: float = 2.0,
         identity: CredentialSource | None = None,
     ):
@@ -59,7 +59,7 @@ class UserClient:
     def __init__(
         self,
         target: str,
-        metrics: PromClientInterceptor | None,
+        metrics: ClientMetrics | None,
         timeout: float = 5.0,
         identity: CredentialSource | None = None,
     ):
@@ -100,7 +100,7 @@ class PredictClient:
     def __init__(
         self,
         target: str,
-        metrics: PromClientInterceptor | None,
+        metrics: ClientMetrics | None,
         timeout: float = 0.5,
         identity: CredentialSource | None = None,
     ):

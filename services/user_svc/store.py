@@ -3,7 +3,10 @@
 Takes values the domain module has already validated (emails are normalised again
 here, so no caller can store a second spelling of one address) and hands back frozen
 `UserRecord`s, never ORM objects. Times are kept as naive UTC (SQLite keeps no offset)
-and returned as aware UTC datetimes.
+and returned as aware UTC datetimes (`queries.UTCDateTime`). The reads asked on every
+protected call (a user by id, an account's `active` flag) and at every sign-in (by
+email) run statements compiled once (`queries.CompiledQuery`): through
+`Connection.execute` the ORM select cost most of LookupUser's Python time.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Connection,
-    DateTime,
     Engine,
     Index,
     Row,
     String,
+    Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -36,6 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.runtime.db import create_tables, reader
 from services.runtime.errors import InvalidArgument
+from services.runtime.queries import CompiledQuery, UTCDateTime
 from services.user_svc.domain import (
     ADMIN,
     MUTABLE_FIELDS,
@@ -70,8 +75,29 @@ class UserRow(_Base):
     password_hash: Mapped[str] = mapped_column(String(100))
     roles: Mapped[list[str]] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean)
-    create_time: Mapped[datetime] = mapped_column(DateTime)
-    update_time: Mapped[datetime] = mapped_column(DateTime)
+    # The same DATETIME / TIMESTAMP columns as when they were declared DateTime: only
+    # the conversion to and from aware UTC moved into the type.
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+USERS = cast(Table, UserRow.__table__)
+
+# A UserRecord's columns, in its field order (a test holds the two together).
+RECORD_COLUMNS = (
+    USERS.c.user_id,
+    USERS.c.email,
+    USERS.c.display_name,
+    USERS.c.roles,
+    USERS.c.active,
+    USERS.c.create_time,
+    USERS.c.update_time,
+)
+_GET = select(*RECORD_COLUMNS).where(USERS.c.user_id == bindparam("b_user"))
+_GET_BY_EMAIL = select(*RECORD_COLUMNS, USERS.c.password_hash).where(
+    USERS.c.email == bindparam("b_email")
+)
+_ACTIVE = select(USERS.c.active).where(USERS.c.user_id == bindparam("b_user"))
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,9 @@ class UserStore:
         # spent a third of its time in SQLite's busy handler before.
         self._reader = reader(engine)
         self._clock = clock
+        self._get = CompiledQuery(_GET, engine.dialect)
+        self._get_by_email = CompiledQuery(_GET_BY_EMAIL, engine.dialect)
+        self._active = CompiledQuery(_ACTIVE, engine.dialect)
 
     def create_schema(self) -> None:
         create_tables(self._engine, _Base.metadata)
@@ -150,7 +179,7 @@ class UserStore:
             with self._engine.begin() as conn:
                 _lock_users(conn)
                 last = conn.execute(select(func.max(UserRow.create_time))).scalar()
-                now = _to_db(self._clock())
+                now = self._clock().astimezone(UTC)
                 if last is not None:
                     now = max(now, last + timedelta(microseconds=1))
                 values = {
@@ -170,31 +199,29 @@ class UserStore:
 
     def get(self, user_id: str) -> UserRecord:
         """The user `user_id`; UserNotFound if there is none."""
-        with self._reader.connect() as conn:
-            row = conn.execute(select(UserRow).where(UserRow.user_id == user_id)).first()
-        if row is None:
+        rows = self._get.rows(self._engine, {"b_user": user_id})
+        if not rows:
             raise UserNotFound()
-        return _record(row._mapping)
+        return _user(self._get.values(rows[0]))
 
     def active(self, user_id: str) -> bool | None:
         """The user's `active` flag, None if there is no such user (a `context.AccountLookup`)."""
-        query = select(UserRow.active).where(UserRow.user_id == user_id)
-        with self._reader.connect() as conn:
-            found = conn.execute(query).scalar()
-        return None if found is None else bool(found)
+        rows = self._active.rows(self._engine, {"b_user": user_id})
+        return bool(self._active.values(rows[0])[0]) if rows else None
 
     def get_by_email(self, email: str) -> tuple[UserRecord, str] | None:
         """The user with `email` (in any case) and their password hash, or None."""
-        query = select(UserRow).where(UserRow.email == normalise_email(email))
-        with self._reader.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else (_record(row._mapping), row.password_hash)
+        rows = self._get_by_email.rows(self._engine, {"b_email": normalise_email(email)})
+        if not rows:
+            return None
+        values = self._get_by_email.values(rows[0])
+        return _user(values), values[-1]
 
     def list(self, after: Cursor | None, limit: int) -> UserPage:
         """Up to `limit` users, oldest first, starting after `after` (keyset paging)."""
         query = select(UserRow).order_by(UserRow.create_time, UserRow.user_id).limit(limit + 1)
         if after is not None:
-            after_time = _to_db(after.create_time)
+            after_time = after.create_time
             query = query.where(
                 or_(
                     UserRow.create_time > after_time,
@@ -216,7 +243,7 @@ class UserStore:
         with self._engine.begin() as conn:
             row = _select_row(conn, user_id)
             # Never before create_time, even if this instance's clock is behind.
-            values = {**changes, "update_time": max(_to_db(self._clock()), row.create_time)}
+            values = {**changes, "update_time": max(self._clock().astimezone(UTC), row.create_time)}
             conn.execute(update(UserRow).where(UserRow.user_id == user_id).values(**values))
         return _record({**row._mapping, **values})
 
@@ -243,10 +270,6 @@ def _select_row(conn: Connection, user_id: str) -> Row[Any]:
     return row
 
 
-def _to_db(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def _record(fields: Mapping[Any, Any]) -> UserRecord:
     return UserRecord(
         user_id=fields["user_id"],
@@ -254,6 +277,14 @@ def _record(fields: Mapping[Any, Any]) -> UserRecord:
         display_name=fields["display_name"],
         roles=tuple(fields["roles"]),
         active=bool(fields["active"]),
-        create_time=fields["create_time"].replace(tzinfo=UTC),
-        update_time=fields["update_time"].replace(tzinfo=UTC),
+        create_time=fields["create_time"],
+        update_time=fields["update_time"],
+    )
+
+
+def _user(values: list[Any]) -> UserRecord:
+    """A UserRecord from a row of `RECORD_COLUMNS` (and any columns after them)."""
+    user_id, email, display_name, roles, active, create_time, update_time = values[:7]
+    return UserRecord(
+        user_id, email, display_name, tuple(roles), bool(active), create_time, update_time
     )

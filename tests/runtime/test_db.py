@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -204,3 +205,31 @@ def test_a_write_that_finds_no_turn_in_time_leaves_the_queue(engine: Engine) -> 
             waiting.result(timeout=STUCK_SECONDS)
         assert writes.queued() == 0
     assert read_free(engine) == 10
+
+
+def test_a_hand_over_wakes_a_queued_writer_only_for_its_batch(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers queued behind one turn each sleep once: no wake-up finds the turn taken.
+
+    With every writer woken at each hand-over, all but the next turn's holder woke to
+    go back to sleep until their batch was done.
+    """
+    waits: list[int] = []  # by the writers' threads; this one waits for their futures
+    main = threading.get_ident()
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            if threading.get_ident() != main:
+                waits.append(threading.get_ident())
+            return super().wait(timeout)
+
+    monkeypatch.setattr(threading, "Condition", CountingCondition)
+    writes = Writes(engine)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        with writes.begin():
+            futures = queued_behind_the_turn(writes, pool, [take_seat] * 8)
+        for future in futures:
+            future.result(timeout=STUCK_SECONDS)
+    assert read_free(engine) == 2
+    assert len(waits) <= 8

@@ -218,5 +218,26 @@ def test_reloading_channel_presents_the_renewed_client_certificate(
         channel.close()
 
 
+def test_reloading_channel_makes_one_multicallable_per_method_until_renewal(
+    ca: MeshCA, server: MtlsServer, client_files: CredentialFiles
+) -> None:
+    """Reused while the credentials stand; after a renewal, made anew on the new channel."""
+    channel = ReloadingChannel(
+        client_files, lambda credentials: grpc.secure_channel(server.target, credentials)
+    )
+    try:
+        first = channel.unary_unary(WHOAMI)
+        assert channel.unary_unary(WHOAMI) is first
+        assert channel.unary_unary("/other.Service/Method") is not first
+        assert first(b"", timeout=5).decode().split()[1] == str(serial_of_file(client_files))
+        renewed = ca.issue("auth-svc")
+        write_credentials(renewed, client_files.cert.parent)
+        second = channel.unary_unary(WHOAMI)
+        assert second is not first
+        assert second(b"", timeout=5).decode().split()[1] == str(serial_of(renewed))
+    finally:
+        channel.close()
+
+
 def serial_of_file(files: CredentialFiles) -> int:
     return x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number

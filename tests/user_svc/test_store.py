@@ -5,16 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import DateTime, Engine, bindparam, insert, text
 
 from services.runtime.db import make_engine
 from services.runtime.errors import InvalidArgument
 from services.user_svc.domain import EmailTaken, UserNotFound, hash_password, verify_password
-from services.user_svc.store import Cursor, UserStore
+from services.user_svc.store import RECORD_COLUMNS, USERS, Cursor, UserRecord, UserStore
 
 HASH = "$2b$04$not-a-real-hash-only-stored-and-read-back"
 
@@ -228,3 +228,56 @@ def test_instances_starting_together_create_the_schema_and_share_users(
     assert found is not None
     assert found[0] == created
     assert created.is_admin
+
+
+def test_user_records_follow_the_record_columns() -> None:
+    """Lookup rows become UserRecords by position, so the two must list the same fields."""
+    assert [c.name for c in RECORD_COLUMNS] == list(UserRecord.__dataclass_fields__)
+
+
+def test_lookups_read_back_every_field_on_each_database(database_url: str) -> None:
+    """By id, by email and the active flag, after an update, on SQLite and PostgreSQL."""
+    eastern = timezone(timedelta(hours=-5))
+    times = iter([datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=eastern), datetime(2030, 2, 1)])
+    engine = make_engine(database_url)
+    try:
+        store = UserStore(engine, clock=lambda: next(times).replace(tzinfo=eastern))
+        store.create_schema()
+        created = store.create_user("Ada@Example.com", HASH, "Ada")
+        updated = store.update(created.user_id, {"active": False, "roles": ["user", "admin"]})
+        assert created.create_time == datetime(2030, 1, 2, 8, 4, 5, 678901, tzinfo=UTC)
+        assert created.create_time.tzinfo is UTC
+        assert store.get(created.user_id) == updated
+        assert store.get_by_email("ada@example.com") == (updated, HASH)
+        assert updated.roles == ("user", "admin")
+        assert store.active(created.user_id) is False
+        assert store.active("no-such-id") is None
+    finally:
+        engine.dispose()
+
+
+def test_rows_written_as_naive_datetimes_read_back_as_aware_utc(database_url: str) -> None:
+    """A database written when the columns were declared DateTime reads back the same."""
+    engine = make_engine(database_url)
+    try:
+        store = UserStore(engine)
+        store.create_schema()
+        stored = datetime(2030, 1, 2, 3, 4, 5, 678901)
+        old_style = bindparam("t", stored, type_=DateTime())
+        fields = {"user_id": "u1", "email": "ada@example.com", "display_name": "Ada"}
+        with engine.begin() as conn:
+            conn.execute(
+                insert(USERS).values(
+                    **fields,
+                    password_hash=HASH,
+                    roles=["user"],
+                    active=True,
+                    create_time=old_style,
+                    update_time=old_style,
+                )
+            )
+        found = store.get("u1")
+        assert found.create_time == found.update_time == stored.replace(tzinfo=UTC)
+        assert store.list(None, 10).users == [found]
+    finally:
+        engine.dispose()
