@@ -3,11 +3,14 @@ cost per call.
 
 `PromServerInterceptor` resolves every label set on every call (`Counter.labels`
 takes a lock and builds a key each time) and wraps each handler in one more
-interceptor layer. Here the runtime's one interceptor records the same families
+interceptor layer. Here the families are py-grpc-prometheus's own (its
+`init_metrics`), and the runtime's one interceptor records them
 (`grpc_server_started_total`, `grpc_server_handled_total{grpc_code}`,
 `grpc_server_msg_received_total`, `grpc_server_msg_sent_total`,
 `grpc_server_handling_seconds`) with each method's children resolved once, so
-dashboards and alerts built on py-grpc-prometheus keep working.
+dashboards and alerts built on py-grpc-prometheus keep working. Its legacy and
+client-histogram families are registered with the rest and stay empty, as they do
+under its interceptors with legacy mode and client histograms off.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from py_grpc_prometheus import client_metrics as prom_client
+from py_grpc_prometheus import server_metrics as prom_server
 
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -25,37 +30,14 @@ class ServerMetrics:
     """The server metric families of one process, and their children per method."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._started = Counter(
-            "grpc_server_started_total",
-            "Total number of RPCs started on the server.",
-            _LABELS,
-            registry=registry,
-        )
-        self._handled = Counter(
-            "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*_LABELS, "grpc_code"),
-            registry=registry,
-        )
-        self._received = Counter(
-            "grpc_server_msg_received_total",
-            "Total number of RPC stream messages received on the server.",
-            _LABELS,
-            registry=registry,
-        )
-        self._sent = Counter(
-            "grpc_server_msg_sent_total",
-            "Total number of gRPC stream messages sent by the server.",
-            _LABELS,
-            registry=registry,
-        )
-        self._seconds = Histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level "
-            "handled by the server.",
-            _LABELS,
-            registry=registry,
-        )
+        # The families as py-grpc-prometheus defines them (one source of the names,
+        # help texts and labels); only the per-call work is ours.
+        families = prom_server.init_metrics(registry)
+        self._started = families["grpc_server_started_counter"]
+        self._received = families["grpc_server_stream_msg_received"]
+        self._sent = families["grpc_server_stream_msg_sent"]
+        self._seconds = families["grpc_server_handled_histogram"]
+        self._handled = prom_server.get_grpc_server_handled_counter(False, registry)
         self._methods: dict[tuple[str, str], MethodMetrics] = {}
 
     def method(self, full_method: str, grpc_type: str) -> MethodMetrics:
@@ -126,31 +108,14 @@ class ClientMetrics:
     `PromClientInterceptor` looked up three label sets per call and was one more
     interceptor layer on every outbound call (booking-svc asks user-svc on every
     booking). Recorded by `clients.ClientInterceptor`: `grpc_client_started_total` and
-    `grpc_client_handled_total{grpc_code}`, with py-grpc-prometheus's labels. The
-    stream message counters are registered as it registers them; the services make
-    no streaming calls, and its histograms were never enabled.
+    `grpc_client_handled_total{grpc_code}`, with py-grpc-prometheus's labels; the
+    services make no streaming calls, and its histograms were never enabled.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._started = Counter(
-            "grpc_client_started_total",
-            "Total number of RPCs started on the client",
-            _LABELS,
-            registry=registry,
-        )
-        self._handled = Counter(
-            "grpc_client_handled_total",
-            "Total number of RPCs completed on the client, regardless of success or failure.",
-            (*_LABELS, "grpc_code"),
-            registry=registry,
-        )
-        for name, what in (("received", "received by"), ("sent", "sent by")):
-            Counter(
-                f"grpc_client_msg_{name}_total",
-                f"Total number of RPC stream messages {what} the client.",
-                _LABELS,
-                registry=registry,
-            )
+        families = prom_client.init_metrics(registry)
+        self._started = families["grpc_client_started_counter"]
+        self._handled = families["grpc_client_handled_counter"]
         self._methods: dict[str, ClientMethodMetrics] = {}
 
     def method(self, full_method: str) -> ClientMethodMetrics:
