@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "--account-cache-seconds",
         type=float,
         default=None,
-        help="booking-svc's LIVE_ACCOUNT_CACHE_SECONDS (0: every booking asks user-svc, "
+        help="booking-svc's LIVE_ACCOUNT_CACHE_SECONDS (default 0: every booking asks user-svc, "
         "as when each booking is by another user)",
     )
     args = parser.parse_args(argv)

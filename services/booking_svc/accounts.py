@@ -2,10 +2,12 @@
 
 Every CreateBooking asks user-svc whether the caller's account still exists and is
 active; under load that round trip (gRPC over mTLS through the mesh listener) cost more
-CPU than the booking itself. A positive answer is remembered for `ttl_seconds`, counted
-from before the question was asked, so an account deleted or deactivated at time T is
-refused by every instance from T + ttl_seconds on at the latest. Negative answers and
-failures are never remembered: a refused caller is asked about again every time.
+CPU than the booking itself. An operator may trade exactness for that CPU: a positive
+answer is then remembered for `ttl_seconds`, counted from before the question was asked,
+so an account deleted or deactivated at time T is refused by every instance from
+T + ttl_seconds on at the latest. The default is 0, remember nothing: the contract
+refuses a dead account on every protected call at once. Negative answers and failures
+are never remembered: a refused caller is asked about again every time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from services.runtime.context import AccountLookup
 
-DEFAULT_TTL_SECONDS = 2.0
+DEFAULT_TTL_SECONDS = 0.0
 DEFAULT_MAX_ENTRIES = 10_000
 
 

@@ -48,9 +48,9 @@ class BookingConfig:
     # How often upcoming flights' stored delay risks are checked against the model
     # (0: never; bookings then ask predict-svc each time).
     risk_refresh_seconds: float = 60.0
-    # How long CreateBooking trusts a positive live-account answer from user-svc: a
-    # deleted or deactivated account can still book for at most this long (0: ask
-    # every time). Other methods always ask.
+    # How long CreateBooking may trust a positive live-account answer from user-svc: a
+    # deleted or deactivated account can still book for at most this long. 0 (the
+    # default, what the contract promises): ask every time. Other methods always ask.
     live_account_cache_seconds: float = DEFAULT_TTL_SECONDS
 
     @classmethod

@@ -39,9 +39,9 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         self._store = store
         self._tokens = tokens
         self._users = users
-        # CreateBooking's live-account check may be remembered for a moment (see
-        # accounts.LiveAccounts: a deleted or deactivated account is refused within its
-        # TTL); every other method asks user-svc on every call.
+        # CreateBooking's live-account check may be remembered for a moment if the
+        # operator sets LIVE_ACCOUNT_CACHE_SECONDS (accounts.LiveAccounts; off by
+        # default); every other method asks user-svc on every call.
         self._booking_accounts = booking_accounts or users.active
         self._predictions = predictions
         self._risk_sources = risk_sources

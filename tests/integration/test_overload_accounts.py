@@ -18,7 +18,14 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Account, Mesh, running_mesh
-from tests.integration.rest import INSTANCE, PASSWORD, bearer, create_user, sign_in
+from tests.integration.rest import (
+    INSTANCE,
+    PASSWORD,
+    bearer,
+    booking_body,
+    create_user,
+    sign_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,18 +103,27 @@ def _deactivate(http: httpx.Client, admin_headers: dict[str, str], account: Acco
     assert response.json()["active"] is False
 
 
+def _book(http: httpx.Client, account: Account) -> httpx.Response:
+    flights = http.get("/v1/flights", params={"page_size": 1}).json()["flights"]
+    return http.post(
+        "/v1/bookings", json=booking_body(flights[0]["flight_id"]), headers=account.headers
+    )
+
+
 def test_a_deleted_users_token_is_refused_on_the_next_request(
     http: httpx.Client, flyer: Account
 ) -> None:
     assert http.get("/v1/bookings", headers=flyer.headers).status_code == 200
+    assert _book(http, flyer).status_code == 201  # a booking just before: nothing remembered
     deleted = http.delete("/v1/users/me", headers=flyer.headers)
     assert deleted.status_code == 204, deleted.text
 
     bookings = http.get("/v1/bookings", headers=flyer.headers)
+    booked = _book(http, flyer)
     predicted = http.post(PREDICT, json={"instances": [INSTANCE]}, headers=flyer.headers)
     me = http.get("/v1/users/me", headers=flyer.headers)
 
-    for response in (bookings, predicted, me):
+    for response in (bookings, booked, predicted, me):
         assert response.status_code == 401, response.text
         assert response.json()["code"] == 16
 
@@ -133,6 +149,18 @@ def test_a_deactivated_users_token_is_refused_on_every_protected_route(
     _deactivate(http, admin_headers, flyer)
 
     response = http.request(method, path, json=body, headers=flyer.headers)
+
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == 7
+
+
+def test_a_deactivated_user_who_just_booked_is_refused_on_the_next_booking(
+    http: httpx.Client, admin_headers: dict[str, str], flyer: Account
+) -> None:
+    assert _book(http, flyer).status_code == 201
+    _deactivate(http, admin_headers, flyer)
+
+    response = _book(http, flyer)
 
     assert response.status_code == 403, response.text
     assert response.json()["code"] == 7
