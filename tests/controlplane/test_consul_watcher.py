@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -130,33 +131,49 @@ class _Stamps(logging.Handler):
         return next((at for at in self.every.get(message, []) if at > since), None)
 
 
+UNREACHABLE = "consul unreachable, keeping the last view"
+RECOVERED = "consul reachable again"
 SETTLE_SECONDS = 15.0
 
 
-def test_after_an_outage_the_last_view_stands_for_the_settle_period(
-    consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
-) -> None:
-    """A restarted agent may answer before its services are back in the catalog."""
+@contextmanager
+def settling(
+    consul_binary: str, tmp_path: Path, settle_seconds: float
+) -> Iterator[tuple[ConsulAgent, ConsulWatcher, _Stamps]]:
+    """An agent of the test's own (to restart), a watcher with this settle period, and
+    the times the watcher logged each message."""
     stamps = _Stamps()
     logger = logging.getLogger("controlplane.consul")
     logger.addHandler(stamps)
     level, logger.level = logger.level, logging.DEBUG
     agent = ConsulAgent(consul_binary, tmp_path / "consul")
     agent.start()
-    watcher = start_watcher(agent.http_addr, recovery_settle_seconds=SETTLE_SECONDS)
+    watcher = start_watcher(agent.http_addr, recovery_settle_seconds=settle_seconds)
     try:
+        yield agent, watcher, stamps
+    finally:
+        watcher.stop(timeout=5.0)
+        agent.stop()
+        logger.removeHandler(stamps)
+        logger.setLevel(level)
+
+
+def test_after_an_outage_the_last_view_stands_for_the_settle_period(
+    consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
+) -> None:
+    """A restarted agent may answer before its services are back in the catalog."""
+    with settling(consul_binary, tmp_path, SETTLE_SECONDS) as (agent, watcher, stamps):
         up = instances()
         agent.register("settle-svc", "settle-1", up.port)
         wait_for(lambda: statuses(watcher, "settle-svc") == [(up.port, PASSING)], "first view")
         agent.stop()
         # Only an outage the watcher saw starts a settle period.
-        unreachable = "consul unreachable, keeping the last view"
-        wait_for(lambda: unreachable in stamps.at, "the watcher to notice the outage", 30)
+        wait_for(lambda: UNREACHABLE in stamps.at, "the watcher to notice the outage", 30)
         agent.start()
         # What a not-yet-resynced catalog looks like: the instance is gone.
         agent.deregister("settle-1")
         deregistered = time.monotonic()
-        back = wait_for(lambda: stamps.at.get("consul reachable again"), "the recovery", 30)
+        back = wait_for(lambda: stamps.at.get(RECOVERED), "the recovery", 30)
         # The settle period is long against the agent's restart; if this machine took
         # longer than it to deregister, the test below would prove nothing.
         assert deregistered < back + SETTLE_SECONDS, "deregistered only after the settle period"
@@ -168,15 +185,8 @@ def test_after_an_outage_the_last_view_stands_for_the_settle_period(
         # Without settling the removal is published in milliseconds; with it, not before
         # the period that started when the watcher reached Consul again has passed.
         assert time.monotonic() >= back + SETTLE_SECONDS, "the view changed too soon"
-    finally:
-        watcher.stop(timeout=5.0)
-        agent.stop()
-        logger.removeHandler(stamps)
-        logger.setLevel(level)
 
 
-UNREACHABLE = "consul unreachable, keeping the last view"
-RECOVERED = "consul reachable again"
 # Two agent restarts take about a second here; the second must fit in the first period.
 LONG_SETTLE_SECONDS = 20.0
 
@@ -185,22 +195,15 @@ def test_a_second_recovery_inside_the_settle_period_holds_the_view_for_its_own_p
     consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
 ) -> None:
     """An agent that flaps twice: the first period's end must not cut the second short."""
-    stamps = _Stamps()
-    logger = logging.getLogger("controlplane.consul")
-    logger.addHandler(stamps)
-    level, logger.level = logger.level, logging.DEBUG
-    agent = ConsulAgent(consul_binary, tmp_path / "consul")
-    agent.start()
-    watcher = start_watcher(agent.http_addr, recovery_settle_seconds=LONG_SETTLE_SECONDS)
+    with settling(consul_binary, tmp_path, LONG_SETTLE_SECONDS) as (agent, watcher, stamps):
 
-    def restart(since: float) -> float:
-        """Stops and starts the agent once the watcher saw it go; when it saw it back."""
-        agent.stop()
-        gone = wait_for(lambda: stamps.first_after(UNREACHABLE, since), "the outage", 30)
-        agent.start()
-        return wait_for(lambda: stamps.first_after(RECOVERED, gone), "the recovery", 30)
+        def restart(since: float) -> float:
+            """Stops and starts the agent once the watcher saw it go; when it saw it back."""
+            agent.stop()
+            gone = wait_for(lambda: stamps.first_after(UNREACHABLE, since), "the outage", 30)
+            agent.start()
+            return wait_for(lambda: stamps.first_after(RECOVERED, gone), "the recovery", 30)
 
-    try:
         up = instances()
         agent.register("flap-svc", "flap-1", up.port)
         wait_for(lambda: statuses(watcher, "flap-svc") == [(up.port, PASSING)], "first view")
@@ -215,8 +218,3 @@ def test_a_second_recovery_inside_the_settle_period_holds_the_view_for_its_own_p
             LONG_SETTLE_SECONDS + 30,
         )
         assert time.monotonic() >= second + LONG_SETTLE_SECONDS, "the first period ended it"
-    finally:
-        watcher.stop(timeout=5.0)
-        agent.stop()
-        logger.removeHandler(stamps)
-        logger.setLevel(level)
