@@ -67,6 +67,16 @@ def wait_for(
         time.sleep(interval)
 
 
+def at_most_as_sent(seconds: float) -> float:
+    """The most time a server may read as left of a deadline of `seconds` it was sent.
+
+    A deadline travels as a grpc-timeout header, which gRPC encodes rounded up (to three
+    significant figures of a coarser unit: up to 1% more); a service may read a few
+    milliseconds more than its caller had left, never a default's worth.
+    """
+    return seconds * 1.01 + 0.001
+
+
 def wait_for_window_room(window_seconds: int, room_seconds: float = 10.0) -> None:
     """Returns once the current fixed window of `window_seconds` (aligned to the epoch, as
     the rate limit scripts align them on Redis's clock, the same host clock here) has

@@ -12,6 +12,7 @@ import pytest
 
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from tests.envoy.conftest import ProbeEdge, status_body
+from tests.support import at_most_as_sent
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +55,13 @@ def test_the_rest_deadline_header_reaches_the_service_as_its_deadline(
         response = client.get(
             "/v1/models/deadline-1", headers={"x-envoy-upstream-rq-timeout-ms": "1500"}
         )
-    assert 0.5 < seen_by_probe(response)["time_remaining"] <= 1.5
+    assert 0.5 < seen_by_probe(response)["time_remaining"] <= at_most_as_sent(1.5)
 
 
 def test_a_rest_request_without_a_deadline_gets_the_default(probe_edge: ProbeEdge) -> None:
     with probe_edge.client() as client:
         response = client.get("/v1/models/deadline-2")
-    assert 10 < seen_by_probe(response)["time_remaining"] <= 15
+    assert 10 < seen_by_probe(response)["time_remaining"] <= at_most_as_sent(15)
 
 
 def test_a_client_deadline_is_capped(probe_edge: ProbeEdge) -> None:
@@ -68,17 +69,15 @@ def test_a_client_deadline_is_capped(probe_edge: ProbeEdge) -> None:
         response = client.get(
             "/v1/models/deadline-3", headers={"x-envoy-upstream-rq-timeout-ms": "86400000"}
         )
-    assert 50 < seen_by_probe(response)["time_remaining"] <= 60
+    assert 50 < seen_by_probe(response)["time_remaining"] <= at_most_as_sent(60)
 
 
 def test_a_grpc_clients_deadline_is_passed_on(probe_edge: ProbeEdge) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{probe_edge.envoy.edge_port}") as channel:
         stub = predict_pb2_grpc.PredictionServiceStub(channel)
         model = stub.GetModel(predict_pb2.GetModelRequest(model_id="deadline-4"), timeout=2)
-    # The deadline travels as a grpc-timeout header, which gRPC encodes rounded up to a coarser
-    # unit, so the service may see a few milliseconds more than the client asked for; what
-    # matters is that it sees the client's 2 s and not the edge's 15 s default.
-    assert 1 < json.loads(model.description)["time_remaining"] <= 2.1
+    # What matters is that it sees the client's 2 s and not the edge's 15 s default.
+    assert 1 < json.loads(model.description)["time_remaining"] <= at_most_as_sent(2)
 
 
 def test_the_request_id_reaches_the_service(probe_edge: ProbeEdge) -> None:
