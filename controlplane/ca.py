@@ -280,13 +280,15 @@ class MeshCA:
         ip_addresses: Iterable[str] = (),
         lifetime: datetime.timedelta = DEFAULT_WORKLOAD_LIFETIME,
         now: datetime.datetime | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> IssuedCertificate:
-        """A fresh P-256 key and a certificate for workload `name`, valid for `lifetime`.
+        """A certificate for workload `name`, valid for `lifetime`, and its key: `key`
+        when given (a renewal that keeps it), else a fresh P-256 one.
 
         DNS and IP SANs are for peers that check the address they dialled (gRPC
         clients, Consul's checks of the IP an instance registered).
         """
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = key or ec.generate_private_key(ec.SECP256R1())
         cert = self.sign(
             name,
             key.public_key(),
@@ -446,6 +448,18 @@ def write_credentials(
 def write_operator_credentials(
     ca: MeshCA, pki_dir: Path, lifetime: datetime.timedelta = DEFAULT_WORKLOAD_LIFETIME
 ) -> CredentialFiles:
-    """`ca.pem`, `operator.pem`, `operator-key.pem` for grpcurl, in `var/pki` (0600 each)."""
-    issued = ca.issue("operator", lifetime=lifetime)
+    """`ca.pem`, `operator.pem`, `operator-key.pem` for grpcurl, in `var/pki` (0600 each).
+
+    A renewal keeps the key already there: the certificate and the key are two files,
+    and a reader (grpcurl, an operator's script) that opens one, then the other, while
+    they are rewritten must still get a matching pair. Only the certificate changes.
+    """
+    key_file = pki_dir / "operator-key.pem"
+    key = None
+    if key_file.exists():
+        try:
+            key = load_key(key_file)
+        except (ValueError, TypeError):
+            key = None  # Not a plain EC key of ours: a fresh one replaces it.
+    issued = ca.issue("operator", lifetime=lifetime, key=key)
     return write_credentials(issued, pki_dir, "operator")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,6 +143,51 @@ def test_operator_files_are_written_0600_in_a_0700_directory(ca: MeshCA, tmp_pat
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [
         "spiffe://airline.local/svc/operator"
     ]
+
+
+def test_operator_renewal_keeps_the_key_so_a_reader_never_sees_a_mismatched_pair(
+    ca: MeshCA, tmp_path: Path
+) -> None:
+    """The control plane rewrites the operator's files whenever the CA changes; grpcurl
+    or a script reading them meanwhile opens the certificate, then the key. Seen in CI
+    before: a new key beside the old certificate (ssl: KEY_VALUES_MISMATCH)."""
+    pki = tmp_path / "pki"
+    first = write_operator_credentials(ca, pki)
+    key = first.key.read_bytes()
+    serials: set[int] = set()
+    stop = threading.Event()
+    mismatches: list[str] = []
+
+    def read_pairs() -> None:
+        while not stop.is_set():
+            try:
+                ssl.create_default_context().load_cert_chain(first.cert, first.key)
+            except ssl.SSLError as error:
+                mismatches.append(str(error))
+
+    reader = threading.Thread(target=read_pairs)
+    reader.start()
+    try:
+        for _ in range(100):
+            files = write_operator_credentials(ca, pki)
+            cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+            serials.add(cert.serial_number)
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+    assert mismatches == []
+    assert len(serials) == 100  # Every renewal is a new certificate ...
+    assert first.key.read_bytes() == key  # ... of the same key.
+    read_credentials(first)
+
+
+def test_operator_key_that_is_not_an_ec_key_is_replaced(ca: MeshCA, tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir(mode=0o700)
+    (pki / "operator-key.pem").write_bytes(b"not a key")
+    files = write_operator_credentials(ca, pki)
+    read_credentials(files)
+    assert mode(files.key) == 0o600
 
 
 def test_repr_never_shows_a_key(ca: MeshCA) -> None:
