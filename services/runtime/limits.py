@@ -36,6 +36,7 @@ DEFAULT_MAX_CHARS = 1024
 CSR_CHARS = 8192  # a P-256 CSR in PEM is under 1 KiB
 IP_CHARS = 45  # the longest textual IPv6 address
 """For strings the table does not name (e.g. the health check's service name)."""
+LOOKUP_MAX_IDS = 100  # ids in one LookupUsers: user-svc's check, its clients' batch size
 
 MAX_CHARS: Mapping[str, int] = {
     "airline.mesh.v1.SignCertificateRequest.csr_pem": CSR_CHARS,
@@ -58,6 +59,7 @@ MAX_CHARS: Mapping[str, int] = {
     "airline.user.v1.VerifyPasswordRequest.email": EMAIL_CHARS,
     "airline.user.v1.VerifyPasswordRequest.password": PASSWORD_CHARS,
     "airline.user.v1.LookupUserRequest.user_id": ID_CHARS,
+    "airline.user.v1.LookupUsersRequest.user_ids": ID_CHARS,
     "airline.booking.v1.Flight.flight_id": ID_CHARS,
     "airline.booking.v1.Flight.number": CODE_CHARS,
     "airline.booking.v1.Flight.origin": CODE_CHARS,

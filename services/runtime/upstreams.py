@@ -17,9 +17,11 @@ from airline.auth.v1 import auth_pb2, auth_pb2_grpc
 from airline.predict.v1 import predict_pb2, predict_pb2_grpc
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from services.runtime import context
-from services.runtime.clients import dial
+from services.runtime.batching import BatchLookup
+from services.runtime.clients import ANSWER_MARGIN_SECONDS, dial
 from services.runtime.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
 from services.runtime.identity import CredentialSource
+from services.runtime.limits import ID_CHARS, LOOKUP_MAX_IDS
 from services.runtime.metrics import ClientMetrics
 
 _AUTH = "airline.auth.v1.AuthService"
@@ -66,11 +68,22 @@ class UserClient:
         self.channel = dial(
             target,
             default_timeout=timeout,
-            idempotent=[(_USER_INTERNAL, "LookupUser"), (_USER_INTERNAL, "VerifyPassword")],
+            idempotent=[
+                (_USER_INTERNAL, "LookupUser"),
+                (_USER_INTERNAL, "LookupUsers"),
+                (_USER_INTERNAL, "VerifyPassword"),
+            ],
             metrics=metrics,
             identity=identity,
         )
         self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
+        self._actives: BatchLookup[str, bool] = BatchLookup(
+            self._lookup_actives,
+            name="user-svc",
+            default_timeout=timeout,
+            max_batch=LOOKUP_MAX_IDS,
+            margin=ANSWER_MARGIN_SECONDS,
+        )
 
     def verify_password(self, email: str, password: str) -> user_pb2.User:
         request = user_internal_pb2.VerifyPasswordRequest(email=email, password=password)
@@ -83,15 +96,30 @@ class UserClient:
     def active(self, user_id: str) -> bool | None:
         """The user's `active` flag, None if there is no such user (a `context.AccountLookup`).
 
-        Asked on every protected call, with the served call's remaining deadline; a
-        user-svc that cannot answer fails the call rather than letting it through.
+        Asked on every protected call, within the served call's remaining deadline,
+        together with the other calls asking at the same moment (one LookupUsers for
+        all: `batching.BatchLookup`); a user-svc that cannot answer fails the call
+        rather than letting it through.
         """
+        if not user_id or len(user_id) > ID_CHARS:
+            return None  # no user has such an id; asking would fail the whole batch
         try:
-            return self.lookup(user_id).active
+            return self._actives(user_id)
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
             raise dependency_failed(err, "user-svc") from None
+
+    @property
+    def checks_waiting(self) -> int:
+        """How many account checks wait for the next LookupUsers."""
+        return self._actives.waiting
+
+    def _lookup_actives(
+        self, user_ids: Sequence[str], timeout: float, request_id: str
+    ) -> dict[str, bool]:
+        request = user_internal_pb2.LookupUsersRequest(user_ids=user_ids)
+        metadata = (("x-request-id", request_id),) if request_id else ()
+        response = self._stub.LookupUsers(request, timeout=timeout, metadata=metadata)
+        return {user.user_id: user.active for user in response.users}
 
 
 class PredictClient:

@@ -26,11 +26,13 @@ from services.runtime.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from services.runtime.limits import LOOKUP_MAX_IDS
 
 __all__ = [
     "ADMIN",
     "ALLOWED_ROLES",
     "DEFAULT_BCRYPT_COST",
+    "LOOKUP_MAX_IDS",
     "MUTABLE_FIELDS",
     "USER",
     "Caller",
@@ -50,6 +52,7 @@ __all__ = [
     "normalise_email",
     "normalise_roles",
     "resolve_user_id",
+    "validate_lookup_ids",
     "validate_new_user",
     "validate_update",
     "verify_password",
@@ -192,6 +195,19 @@ def normalise_roles(roles: Iterable[str]) -> tuple[str, ...]:
 
 
 # --- access ----------------------------------------------------------------------
+
+
+def validate_lookup_ids(user_ids: Sequence[str]) -> list[str]:
+    """LookupUsers' ids, each once in the order first given; InvalidArgument when there
+    are none, more than LOOKUP_MAX_IDS, or an empty one."""
+    if not user_ids:
+        raise InvalidArgument([("user_ids", "at least one id is required")])
+    if len(user_ids) > LOOKUP_MAX_IDS:
+        raise InvalidArgument([("user_ids", f"at most {LOOKUP_MAX_IDS} ids at once")])
+    empty = [(f"user_ids[{i}]", "must not be empty") for i, id_ in enumerate(user_ids) if not id_]
+    if empty:
+        raise InvalidArgument(empty[:10])  # bounded, like every error we send
+    return list(dict.fromkeys(user_ids))
 
 
 def resolve_user_id(caller: Caller, user_id: str) -> str:

@@ -122,6 +122,12 @@ class UserInternalServicer(user_internal_pb2_grpc.UserInternalServiceServicer):
         user = self._store.get(required("user_id", request.user_id))
         return user_internal_pb2.LookupUserResponse(user=user_message(user))
 
+    def LookupUsers(
+        self, request: user_internal_pb2.LookupUsersRequest, _: grpc.ServicerContext
+    ) -> user_internal_pb2.LookupUsersResponse:
+        users = self._store.get_many(domain.validate_lookup_ids(request.user_ids))
+        return user_internal_pb2.LookupUsersResponse(users=[user_message(u) for u in users])
+
 
 def user_message(user: UserRecord) -> user_pb2.User:
     return user_pb2.User(

@@ -12,7 +12,7 @@ email) run statements compiled once (`queries.CompiledQuery`): through
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Row,
+    Select,
     String,
     Table,
     and_,
@@ -100,6 +101,13 @@ _GET_BY_EMAIL = select(*RECORD_COLUMNS, USERS.c.password_hash).where(
 _ACTIVE = select(USERS.c.active).where(USERS.c.user_id == bindparam("b_user"))
 
 
+def _get_many(count: int) -> Select[Any]:
+    """The users of `count` ids, bound as b_user0 ... (one compiled statement per count:
+    an expanding IN would be recompiled on every call)."""
+    ids: list[Any] = [bindparam(f"b_user{i}") for i in range(count)]
+    return select(*RECORD_COLUMNS).where(USERS.c.user_id.in_(ids))
+
+
 @dataclass(frozen=True)
 class UserRecord:
     """A user as the rest of the service sees it: no password hash."""
@@ -162,6 +170,8 @@ class UserStore:
         self._get = CompiledQuery(_GET, engine.dialect)
         self._get_by_email = CompiledQuery(_GET_BY_EMAIL, engine.dialect)
         self._active = CompiledQuery(_ACTIVE, engine.dialect)
+        # One per number of ids asked for at once (at most domain.LOOKUP_MAX_IDS).
+        self._get_many: dict[int, CompiledQuery] = {}
 
     def create_schema(self) -> None:
         create_tables(self._engine, _Base.metadata)
@@ -203,6 +213,17 @@ class UserStore:
         if not rows:
             raise UserNotFound()
         return _user(self._get.values(rows[0]))
+
+    def get_many(self, user_ids: Sequence[str]) -> list[UserRecord]:
+        """The users of `user_ids` that exist, in no particular order (one read)."""
+        ids = list(dict.fromkeys(user_ids))
+        query = self._get_many.get(len(ids))
+        if query is None:
+            query = self._get_many[len(ids)] = CompiledQuery(
+                _get_many(len(ids)), self._engine.dialect
+            )
+        rows = query.rows(self._engine, {f"b_user{i}": id_ for i, id_ in enumerate(ids)})
+        return [_user(query.values(row)) for row in rows]
 
     def active(self, user_id: str) -> bool | None:
         """The user's `active` flag, None if there is no such user (a `context.AccountLookup`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from prometheus_client import CollectorRegistry
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
 from services.runtime import context
 from services.runtime.clients import ANSWER_MARGIN_SECONDS, client_metrics, dial
-from tests.support import at_most_as_sent
+from services.runtime.errors import Unavailable
+from services.runtime.upstreams import UserClient
+from tests.support import at_most_as_sent, wait_for
 
 SERVICE = "airline.user.v1.UserInternalService"
 
@@ -25,6 +28,12 @@ class Seen:
 
     metadata: list[dict[str, str]] = field(default_factory=list)
     time_remaining: list[float] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)
+    # LookupUsers answers once this is set (it is, unless a test holds a call in flight).
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.release.set()
 
 
 class Users(user_internal_pb2_grpc.UserInternalServiceServicer):
@@ -40,6 +49,22 @@ class Users(user_internal_pb2_grpc.UserInternalServiceServicer):
             grpc_context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
         return user_internal_pb2.LookupUserResponse(user=user_pb2.User(user_id=request.user_id))
 
+    def LookupUsers(
+        self, request: user_internal_pb2.LookupUsersRequest, grpc_context: grpc.ServicerContext
+    ) -> user_internal_pb2.LookupUsersResponse:
+        self._seen.metadata.append(dict(cast(Any, grpc_context.invocation_metadata())))
+        self._seen.time_remaining.append(grpc_context.time_remaining())
+        self._seen.batches.append(list(request.user_ids))
+        if "down" in request.user_ids:
+            grpc_context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
+        self._seen.release.wait(10)
+        users = [
+            user_pb2.User(user_id=user_id, active=not user_id.startswith("off"))
+            for user_id in request.user_ids
+            if user_id != "nobody"
+        ]
+        return user_internal_pb2.LookupUsersResponse(users=users)
+
     def VerifyPassword(
         self, request: user_internal_pb2.VerifyPasswordRequest, grpc_context: grpc.ServicerContext
     ) -> user_internal_pb2.VerifyPasswordResponse:
@@ -53,7 +78,7 @@ def seen() -> Seen:
 
 @pytest.fixture
 def target(seen: Seen) -> Iterator[str]:
-    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
     user_internal_pb2_grpc.add_UserInternalServiceServicer_to_server(Users(seen), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -113,3 +138,45 @@ def test_a_call_made_outside_a_served_call_has_the_channels_default_timeout(
         lookup(channel, "ada")
     assert 1 < seen.time_remaining[0] <= at_most_as_sent(2)
     assert "x-request-id" not in seen.metadata[0]
+
+
+def test_account_checks_asked_together_go_in_one_lookup_users_call(target: str, seen: Seen) -> None:
+    """While one LookupUsers is in flight, the checks that arrive wait and go in the
+    next one; each gets its own user's answer, the unknown user None."""
+    users = UserClient(target, metrics=None, timeout=5)
+    try:
+        seen.release.clear()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            first = pool.submit(users.active, "ada")
+            wait_for(lambda: seen.batches, "the first call in flight")
+            rest = {key: pool.submit(users.active, key) for key in ("bob", "off-cy", "nobody")}
+            wait_for(lambda: users.checks_waiting == 3, "the checks waiting")
+            seen.release.set()
+            answers = {key: future.result(timeout=10) for key, future in rest.items()}
+        assert first.result(timeout=10) is True
+        assert answers == {"bob": True, "off-cy": False, "nobody": None}
+        assert seen.batches == [["ada"], ["bob", "off-cy", "nobody"]]
+    finally:
+        users.channel.close()
+
+
+def test_an_account_check_user_svc_cannot_answer_fails_as_unavailable(target: str) -> None:
+    users = UserClient(target, metrics=None, timeout=5)
+    try:
+        with pytest.raises(Unavailable):
+            users.active("down")
+        assert users.active("ada") is True
+    finally:
+        users.channel.close()
+
+
+@pytest.mark.parametrize("user_id", ["", "x" * 65])
+def test_an_id_no_user_can_have_is_nobody_without_asking(
+    target: str, seen: Seen, user_id: str
+) -> None:
+    users = UserClient(target, metrics=None, timeout=5)
+    try:
+        assert users.active(user_id) is None
+        assert seen.batches == []
+    finally:
+        users.channel.close()

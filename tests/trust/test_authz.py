@@ -32,6 +32,7 @@ NOT_SERVED = {"grpc.reflection.v1.ServerReflection"}
 
 USER_INTERNAL = "/airline.user.v1.UserInternalService"
 VERIFY, LOOKUP = f"{USER_INTERNAL}/VerifyPassword", f"{USER_INTERNAL}/LookupUser"
+LOOKUP_MANY = f"{USER_INTERNAL}/LookupUsers"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 # The edge's rate limit filter asks the rate limit service (ratelimit/): no HTTP rule.
@@ -57,12 +58,19 @@ def policy() -> Policy:
         (svc("edge"), VERIFY, False),
         (svc("operator"), VERIFY, False),
         (svc("consul-health"), VERIFY, False),
-        (svc("booking-svc"), LOOKUP, True),
         (svc("auth-svc"), LOOKUP, True),
-        (svc("predict-svc"), LOOKUP, True),
+        (svc("booking-svc"), LOOKUP, False),
+        (svc("predict-svc"), LOOKUP, False),
         (svc("user-svc"), LOOKUP, False),
         (svc("edge"), LOOKUP, False),
         (svc("operator"), LOOKUP, False),
+        # Every protected call's account check: batched, by the services that serve them.
+        (svc("booking-svc"), LOOKUP_MANY, True),
+        (svc("predict-svc"), LOOKUP_MANY, True),
+        (svc("auth-svc"), LOOKUP_MANY, False),
+        (svc("user-svc"), LOOKUP_MANY, False),
+        (svc("edge"), LOOKUP_MANY, False),
+        (svc("operator"), LOOKUP_MANY, False),
         (svc("booking-svc"), "/airline.predict.v1.PredictionService/Predict", True),
         (svc("user-svc"), "/airline.predict.v1.PredictionService/Predict", False),
         (svc("user-svc"), "/airline.auth.v1.AuthService/GetJwks", True),

@@ -260,6 +260,41 @@ def test_verify_password_returns_the_user_for_the_right_password(stack: Stack) -
     assert found.user.user_id == me.user.user_id
 
 
+def test_lookup_users_returns_each_known_user_once_and_leaves_unknown_ids_out(
+    stack: Stack,
+) -> None:
+    ada, bob = stack.sign_up(), stack.sign_up()
+    ids = [ada.user.user_id, "no-such-user", bob.user.user_id, ada.user.user_id]
+    found = stack.users_internal.LookupUsers(
+        user_internal_pb2.LookupUsersRequest(user_ids=ids), timeout=10
+    )
+    by_id = {user.user_id: user for user in found.users}
+    assert sorted(by_id) == sorted([ada.user.user_id, bob.user.user_id])
+    assert len(found.users) == 2
+    assert by_id[ada.user.user_id] == ada.user
+    assert "$2b$" not in str(found)
+
+
+@pytest.mark.parametrize(
+    ("ids", "field"),
+    [
+        ([], "user_ids"),
+        ([f"u{i}" for i in range(101)], "user_ids"),
+        (["u1", ""], "user_ids[1]"),
+        (["u1", "x" * 65], "user_ids[1]"),
+    ],
+)
+def test_lookup_users_refuses_no_ids_too_many_an_empty_or_an_overlong_one(
+    stack: Stack, ids: list[str], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stack.users_internal.LookupUsers(
+            user_internal_pb2.LookupUsersRequest(user_ids=ids), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(err.value)] == [field]
+
+
 def test_no_response_carries_a_password_or_hash(stack: Stack) -> None:
     me = stack.sign_up()
     got = stack.users.GetUser(user_pb2.GetUserRequest(user_id="me"), metadata=me.auth, timeout=10)

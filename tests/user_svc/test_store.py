@@ -238,7 +238,13 @@ def test_user_records_follow_the_record_columns() -> None:
 def test_lookups_read_back_every_field_on_each_database(database_url: str) -> None:
     """By id, by email and the active flag, after an update, on SQLite and PostgreSQL."""
     eastern = timezone(timedelta(hours=-5))
-    times = iter([datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=eastern), datetime(2030, 2, 1)])
+    times = iter(
+        [
+            datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=eastern),
+            datetime(2030, 2, 1),
+            datetime(2030, 3, 1),
+        ]
+    )
     engine = make_engine(database_url)
     try:
         store = UserStore(engine, clock=lambda: next(times).replace(tzinfo=eastern))
@@ -252,6 +258,12 @@ def test_lookups_read_back_every_field_on_each_database(database_url: str) -> No
         assert updated.roles == ("user", "admin")
         assert store.active(created.user_id) is False
         assert store.active("no-such-id") is None
+        other = store.create_user("bob@example.com", HASH, "Bob")
+        asked = [other.user_id, "no-such-id", created.user_id, other.user_id]
+        found = store.get_many(asked)  # one read; bob asked twice, answered once
+        assert sorted(found, key=lambda user: user.email) == [updated, other]
+        assert store.get_many([created.user_id]) == [updated]
+        assert store.get_many(["no-such-id"]) == []
     finally:
         engine.dispose()
 
