@@ -10,8 +10,9 @@ then measures, in alternating A/B rounds (edge first in odd rounds, twin first i
     ListFlights   32 connections, page_size=20
     GetFlight c1  one connection: the latency of a lone request
 
-and, through the edge only, booking create (a valid token, a unique request_id per
-request, spread over the same flights) at 32 connections. Every run is wrk pinned to
+and, through the edge only, booking create (by 32 users in turn, each with a valid
+token, a unique request_id per request, spread over the same flights) at 32
+connections. Every run is wrk pinned to
 one core (`taskset -c CORE`), bounded in time, after a one-second warm-up. The medians
 over the rounds are reported, with the CPU time Envoy and the services (or the twin's
 workers) spent per request, read from /proc before and after each run, and the idle
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         "--train-rows", type=int, default=20000, help="PREDICT_TRAIN_ROWS (0: all flights)"
     )
     parser.add_argument(
+        "--users", type=int, default=32, help="users booking in turn (one account check each)"
+    )
+    parser.add_argument(
         "--bookings-only",
         action="store_true",
         help="only booking create, no twin; prints the table, leaves results.json alone",
@@ -94,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench needs {', '.join(missing)} on PATH; install: {loadgen.INSTALL_HINT}")
         return 2
     load = Load(seconds=args.seconds, in_flight=args.in_flight, core=args.core)
-    env = {"PREDICT_TRAIN_ROWS": str(args.train_rows)}
+    # Signing the bench's users up and in is setup, not load: the per-client limits of
+    # POST /v1/users and /v1/auth/token (10 a minute) would stop it.
+    env = {
+        "PREDICT_TRAIN_ROWS": str(args.train_rows),
+        "SIGNUP_RATE_LIMIT": "100000",
+        "TOKEN_RATE_LIMIT": "100000",
+    }
     if args.account_cache_seconds is not None:
         env["LIVE_ACCOUNT_CACHE_SECONDS"] = str(args.account_cache_seconds)
     if args.bookings_only:
@@ -157,7 +167,7 @@ def bench(
 ) -> dict[str, object]:
     edge_url = f"http://127.0.0.1:{mesh.ports.edge}"
     with httpx.Client(base_url=edge_url, timeout=30) as http:
-        token = sign_in(http)
+        tokens = sign_in_users(http, args.users)
         ids = flight_ids(http, args.flights)
     service_pids = {name: instance_pids(mesh, name) for name in SERVICES}
     envoy = procs.pid_listening_on(mesh.ports.admin)
@@ -182,7 +192,7 @@ def bench(
                 print(f"  round {round_ + 1} {name:<13} {side.name:<5} {brief(measured)}")
     bookings = []
     for round_ in range(args.rounds):
-        script = booking_script(ids, token, f"bench{round_}-{uuid.uuid4().hex[:8]}")
+        script = booking_script(ids, tokens, f"bench{round_}-{uuid.uuid4().hex[:8]}")
         bookings.append(measure(edge, script, load, work))
         print(f"  round {round_ + 1} {'CreateBooking':<13} edge  {brief(bookings[-1])}")
     return report(runs, bookings, idle, load, args)
@@ -192,7 +202,7 @@ def bench_bookings(mesh: Mesh, args: argparse.Namespace, load: Load, work: Path)
     """Booking create alone: for profiling the write path and A/B runs of it."""
     edge_url = f"http://127.0.0.1:{mesh.ports.edge}"
     with httpx.Client(base_url=edge_url, timeout=30) as http:
-        token = sign_in(http)
+        tokens = sign_in_users(http, args.users)
         ids = flight_ids(http, args.flights)
     service_pids = {name: instance_pids(mesh, name) for name in SERVICES}
     edge = Target(
@@ -203,7 +213,7 @@ def bench_bookings(mesh: Mesh, args: argparse.Namespace, load: Load, work: Path)
     print(f"  pids: {service_pids}", flush=True)
     bookings = []
     for round_ in range(args.rounds):
-        script = booking_script(ids, token, f"bench{round_}-{uuid.uuid4().hex[:8]}")
+        script = booking_script(ids, tokens, f"bench{round_}-{uuid.uuid4().hex[:8]}")
         bookings.append(measure(edge, script, load, work))
         print(f"  round {round_ + 1} {'CreateBooking':<13} edge  {brief(bookings[-1])}")
     print_table({"CreateBooking edge": _summary(bookings)}, {})
@@ -294,10 +304,12 @@ end
 """
 _BOOKING_LUA = """\
 local ids = {IDS}
+local tokens = {TOKENS}
 local n = 0
-local headers = {["authorization"] = "Bearer TOKEN", ["content-type"] = "application/json"}
+local headers = {["content-type"] = "application/json"}
 request = function()
   n = n + 1
+  headers["authorization"] = "Bearer " .. tokens[(n % #tokens) + 1]
   local body = '{"flight_id":"' .. ids[(n % #ids) + 1] .. '","seat_class":"ECONOMY",'
     .. '"passenger_name":"Bench Runner","request_id":"PREFIX-' .. n .. '"}'
   return wrk.format("POST", "/v1/bookings", headers, body)
@@ -314,10 +326,18 @@ def list_flights_script() -> str:
     return _LIST_FLIGHTS_LUA
 
 
-def booking_script(ids: list[str], token: str, prefix: str) -> str:
-    """A new request_id per request, over all the flights in turn, with a valid token."""
-    script = _BOOKING_LUA.replace("IDS", _lua_list(ids)).replace("TOKEN", token)
+def booking_script(ids: list[str], tokens: list[str], prefix: str) -> str:
+    """A new request_id per request, over all the flights in turn, each by the next of
+    the users whose valid `tokens` are given (each booking's account check is another
+    user's, as in production)."""
+    script = _BOOKING_LUA.replace("IDS", _lua_list(ids)).replace("TOKENS", _lua_list(tokens))
     return script.replace("PREFIX", prefix)
+
+
+def sign_in_users(http: httpx.Client, count: int) -> list[str]:
+    """Access tokens of `count` new users, one after the other: user-svc refuses password
+    hashing beyond its CPU (429 CPU_BUSY), and this is setup, not load."""
+    return [sign_in(http) for _ in range(count)]
 
 
 def _lua_list(items: list[str]) -> str:
