@@ -1,7 +1,7 @@
-"""The load generators and what they report: h2load for unary gRPC, wrk for REST/JSON.
+"""The load generator and what it reports: wrk, for REST/JSON through the edge.
 
-Both run pinned to one core (`taskset`), for a fixed time, with the same number of
-requests in flight, and are reduced to one `Result` each.
+It runs pinned to one core (`taskset`), for a fixed time, with a fixed number of
+connections, and each run is reduced to one `Result`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL_HINT = (
-    "apt-get install -y wrk nghttp2-client util-linux"
-    "  (as root; h2load is in nghttp2-client, taskset in util-linux)"
-)
-H2LOAD_CONNECTIONS = 4  # h2load multiplexes: in flight = connections x streams each
+INSTALL_HINT = "apt-get install -y wrk util-linux  (as root; taskset is in util-linux)"
 
 
 @dataclass(frozen=True)
@@ -39,48 +34,7 @@ class Result:
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("h2load", "wrk", "taskset") if shutil.which(tool) is None]
-
-
-def grpc_frame(message: bytes) -> bytes:
-    """One uncompressed gRPC message: flag byte, big-endian length, the bytes."""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def h2load(url: str, message: bytes, headers: Mapping[str, str], load: Load, work: Path) -> Result:
-    """Unary gRPC calls to `url` (http://host:port/pkg.Service/Method) over h2c."""
-    body, log = work / "body.bin", work / "h2load.tsv"
-    body.write_bytes(grpc_frame(message))
-    log.unlink(missing_ok=True)
-    grpc_headers = {"content-type": "application/grpc", "te": "trailers", **headers}
-    out = _run(
-        ["h2load", f"-D{load.seconds}", f"-c{H2LOAD_CONNECTIONS}"]
-        + [f"-m{max(1, load.in_flight // H2LOAD_CONNECTIONS)}", "-d", str(body)]
-        + [arg for k, v in grpc_headers.items() for arg in ("-H", f"{k}: {v}")]
-        + ["--log-file", str(log), url],
-        load,
-    )
-    # Log lines: start (us since epoch), HTTP status (0: cut off at the end), duration (us).
-    rows = [line.split("\t") for line in log.read_text().splitlines()]
-    done = sorted(int(duration) / 1000 for _, status, duration in rows if status != "0")
-    counts = _ints(r"requests: (\d+) total, \d+ started, (\d+) done, \d+ succeeded, "
-                   r"(\d+) failed, (\d+) errored, (\d+) timeout", out)  # fmt: skip
-    return Result(
-        requests=counts[1],
-        rps=float(_match(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)),
-        p50_ms=_quantile(done, 0.50),
-        p99_ms=_quantile(done, 0.99),
-        errors=sum(counts[2:]),
-    )
-
-
-def wrk(
-    url: str, method: str, body: str, headers: Mapping[str, str], load: Load, work: Path
-) -> Result:
-    """HTTP/1.1 requests to `url`, one connection per request in flight."""
-    lines = [f'wrk.method = "{method}"'] + ([f"wrk.body = [==[{body}]==]"] if body else [])
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    return wrk_script(url, "\n".join(lines) + "\n", load, work)
+    return [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
 
 
 def wrk_script(url: str, script: str, load: Load, work: Path) -> Result:
@@ -132,16 +86,6 @@ def _search(pattern: str, text: str) -> re.Match[str]:
 
 def _match(pattern: str, text: str) -> str:
     return _search(pattern, text).group(1)
-
-
-def _ints(pattern: str, text: str) -> list[int]:
-    return [int(group) for group in _search(pattern, text).groups()]
-
-
-def _quantile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return float("nan")
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
 
 def _wrk_ms(value: str) -> float:
