@@ -40,7 +40,7 @@ import httpx
 
 from bench import loadgen, procs, twin
 from bench.loadgen import Load, Result
-from bench.mesh import Mesh, load_average, running_mesh, sign_in
+from bench.harness import Mesh, load_average, running_mesh, sign_in
 from mesh.config import ROOT
 
 SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
