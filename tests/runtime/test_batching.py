@@ -42,7 +42,7 @@ class Fetch:
 
 
 def lookup_for(fetch: Fetch, **kwargs: Any) -> BatchLookup[str, int]:
-    options: dict[str, Any] = {"default_timeout": 5.0, "max_batch": 100, **kwargs}
+    options: dict[str, Any] = {"default_timeout": 30.0, "max_batch": 100, **kwargs}
     return BatchLookup(fetch, name="user-svc", margin=MARGIN, **options)
 
 
@@ -77,7 +77,7 @@ class Asker:
 
 
 def ask(
-    lookup: BatchLookup[str, int], key: str, request_id: str = "", seconds_left: float = 5.0
+    lookup: BatchLookup[str, int], key: str, request_id: str = "", seconds_left: float = 30.0
 ) -> Asker:
     asker = Asker(threading.Thread(target=lambda: None))
 
@@ -137,14 +137,14 @@ def test_callers_arriving_during_a_call_go_together_in_the_next_one() -> None:
 
 def test_the_call_runs_outside_any_served_call_with_the_latest_members_deadline() -> None:
     fetch = Fetch({"ada": 1, "bob": 2, "cy": 3})
-    lookup = lookup_for(fetch)
+    lookup = lookup_for(fetch, default_timeout=60.0)
     first = first_call_in_flight(fetch, lookup)
-    short, long = ask(lookup, "bob", seconds_left=3.0), ask(lookup, "cy", seconds_left=4.0)
+    short, long = ask(lookup, "bob", seconds_left=1.0), ask(lookup, "cy", seconds_left=30.0)
     wait_for(lambda: pending(lookup) == 2, "callers waiting")
     fetch.hold.set()
     joined(first, short, long)
     timeout = fetch.calls[1][1]
-    assert 3.0 < timeout <= 4.0 - MARGIN
+    assert 1.0 < timeout <= 30.0 - MARGIN
     assert fetch.inside == [None, None]
 
 
@@ -197,8 +197,8 @@ def test_callers_from_many_threads_each_get_their_own_answer() -> None:
     """Under contention (no call held), every caller gets exactly its key's answer."""
     answers = {f"u{i}": i for i in range(40)}
     fetch = Fetch(answers)
-    lookup = lookup_for(fetch, max_batch=8)
-    askers = [ask(lookup, f"u{i % 40}") for i in range(200)]
+    lookup = lookup_for(fetch, max_batch=8, default_timeout=60.0)
+    askers = [ask(lookup, f"u{i % 40}", seconds_left=60.0) for i in range(200)]
     joined(*askers)
     assert [asker.answers for asker in askers] == [[i % 40] for i in range(200)]
     assert all(len(keys) <= 8 for keys, _, _ in fetch.calls)
