@@ -39,8 +39,8 @@ from pathlib import Path
 import httpx
 
 from bench import loadgen, procs, twin
-from bench.loadgen import Load, Result
 from bench.harness import Mesh, load_average, running_mesh, sign_in
+from bench.loadgen import Load, Result
 from mesh.config import ROOT
 
 SERVICES = ("auth-svc", "user-svc", "booking-svc", "predict-svc")
