@@ -50,7 +50,8 @@ class BatchLookup(Generic[K, V]):
 
     A failed call fails each of its members with the same exception (each maps it in
     its own request's context). `name` names the dependency in a member's
-    DEADLINE_EXCEEDED when its own deadline passes first.
+    DEADLINE_EXCEEDED when its own deadline passes first. `observe`, if given, is told
+    each call's number of keys (a metric).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class BatchLookup(Generic[K, V]):
         default_timeout: float,
         max_batch: int,
         margin: float,
+        observe: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch < 1 or default_timeout <= 0:
@@ -70,6 +72,7 @@ class BatchLookup(Generic[K, V]):
         self._default = default_timeout
         self._max = max_batch
         self._margin = margin
+        self._observe = observe
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: list[_Member[K, V]] = []
@@ -142,6 +145,8 @@ class BatchLookup(Generic[K, V]):
 
     def _call(self, batch: list[_Member[K, V]]) -> None:
         keys = list(dict.fromkeys(member.key for member in batch))
+        if self._observe is not None:
+            self._observe(len(keys))
         timeout = max(max(member.deadline for member in batch) - self._clock(), 0.001)
         try:
             # Outside any served call's context: the deadline is the batch's, not the

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from py_grpc_prometheus import client_metrics as prom_client
 from py_grpc_prometheus import server_metrics as prom_server
 
@@ -117,6 +117,20 @@ class ClientMetrics:
         self._started = families["grpc_client_started_counter"]
         self._handled = families["grpc_client_handled_counter"]
         self._methods: dict[str, ClientMethodMetrics] = {}
+        # Ours, not py-grpc-prometheus's: how many callers one batched call answered
+        # (`batching.BatchLookup`), so an operator sees what batching saves.
+        self._batch_keys = Histogram(
+            "mesh_client_batch_keys",
+            "Keys asked for in one batched outbound call, by method",
+            _LABELS,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+            registry=registry,
+        )
+
+    def batch_keys(self, full_method: str) -> Histogram:
+        """The batch-size histogram's child for unary `/package.Service/Method`."""
+        service, _, name = full_method.lstrip("/").partition("/")
+        return self._batch_keys.labels("UNARY", service, name)
 
     def method(self, full_method: str) -> ClientMethodMetrics:
         """The children of unary `/package.Service/Method`; made on its first call."""

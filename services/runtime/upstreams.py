@@ -27,6 +27,7 @@ from services.runtime.metrics import ClientMetrics
 _AUTH = "airline.auth.v1.AuthService"
 _USER_INTERNAL = "airline.user.v1.UserInternalService"
 _PREDICT = "airline.predict.v1.PredictionService"
+_LOOKUP_USERS = f"/{_USER_INTERNAL}/LookupUsers"
 
 
 class AuthClient:
@@ -77,12 +78,14 @@ class UserClient:
             identity=identity,
         )
         self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
+        batch_keys = metrics.batch_keys(_LOOKUP_USERS) if metrics is not None else None
         self._actives: BatchLookup[str, bool] = BatchLookup(
             self._lookup_actives,
             name="user-svc",
             default_timeout=timeout,
             max_batch=LOOKUP_MAX_IDS,
             margin=ANSWER_MARGIN_SECONDS,
+            observe=batch_keys.observe if batch_keys is not None else None,
         )
 
     def verify_password(self, email: str, password: str) -> user_pb2.User:

@@ -143,7 +143,8 @@ def test_a_call_made_outside_a_served_call_has_the_channels_default_timeout(
 def test_account_checks_asked_together_go_in_one_lookup_users_call(target: str, seen: Seen) -> None:
     """While one LookupUsers is in flight, the checks that arrive wait and go in the
     next one; each gets its own user's answer, the unknown user None."""
-    users = UserClient(target, metrics=None, timeout=5)
+    registry = CollectorRegistry()
+    users = UserClient(target, metrics=client_metrics(registry), timeout=5)
     try:
         seen.release.clear()
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -156,6 +157,12 @@ def test_account_checks_asked_together_go_in_one_lookup_users_call(target: str, 
         assert first.result(timeout=10) is True
         assert answers == {"bob": True, "off-cy": False, "nobody": None}
         assert seen.batches == [["ada"], ["bob", "off-cy", "nobody"]]
+        # What batching saves, for operators: keys per call (one call of 1, one of 3).
+        labels = {"grpc_type": "UNARY", "grpc_service": SERVICE, "grpc_method": "LookupUsers"}
+        count = registry.get_sample_value("mesh_client_batch_keys_count", labels)
+        assert (count, registry.get_sample_value("mesh_client_batch_keys_sum", labels)) == (2, 4)
+        bucket = {**labels, "le": "2.0"}
+        assert registry.get_sample_value("mesh_client_batch_keys_bucket", bucket) == 1
     finally:
         users.channel.close()
 
