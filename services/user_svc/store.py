@@ -215,14 +215,14 @@ class UserStore:
         return _user(self._get.values(rows[0]))
 
     def get_many(self, user_ids: Sequence[str]) -> list[UserRecord]:
-        """The users of `user_ids` that exist, in no particular order (one read)."""
-        ids = list(dict.fromkeys(user_ids))
-        query = self._get_many.get(len(ids))
+        """The users of `user_ids` that exist, each once, in no particular order (one read;
+        the servicer has made the ids unique, so there is one statement per count)."""
+        query = self._get_many.get(len(user_ids))
         if query is None:
-            query = self._get_many[len(ids)] = CompiledQuery(
-                _get_many(len(ids)), self._engine.dialect
+            query = self._get_many[len(user_ids)] = CompiledQuery(
+                _get_many(len(user_ids)), self._engine.dialect
             )
-        rows = query.rows(self._engine, {f"b_user{i}": id_ for i, id_ in enumerate(ids)})
+        rows = query.rows(self._engine, {f"b_user{i}": id_ for i, id_ in enumerate(user_ids)})
         return [_user(query.values(row)) for row in rows]
 
     def active(self, user_id: str) -> bool | None:

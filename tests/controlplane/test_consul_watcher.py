@@ -158,14 +158,33 @@ def settling(
         logger.setLevel(level)
 
 
+def serving_one(
+    agent: ConsulAgent, watcher: ConsulWatcher, instance: GrpcInstance, service: str, id_: str
+) -> None:
+    """Registers `instance` as `service` and waits until the watcher's view has it passing."""
+    agent.register(service, id_, instance.port)
+    wait_for(lambda: statuses(watcher, service) == [(instance.port, PASSING)], "the first view")
+
+
+def removed_no_sooner_than(
+    watcher: ConsulWatcher, service: str, recovered: float, settle_seconds: float
+) -> None:
+    """Waits until `service` leaves the view; fails if it left before the settle period
+    that began at `recovered` ended (without settling it leaves in milliseconds)."""
+    wait_for(
+        lambda: not statuses(watcher, service),
+        "the removal after settling",
+        settle_seconds + 30,
+    )
+    assert time.monotonic() >= recovered + settle_seconds, "the view changed too soon"
+
+
 def test_after_an_outage_the_last_view_stands_for_the_settle_period(
     consul_binary: str, tmp_path: Path, instances: Callable[[], GrpcInstance]
 ) -> None:
     """A restarted agent may answer before its services are back in the catalog."""
     with settling(consul_binary, tmp_path, SETTLE_SECONDS) as (agent, watcher, stamps):
-        up = instances()
-        agent.register("settle-svc", "settle-1", up.port)
-        wait_for(lambda: statuses(watcher, "settle-svc") == [(up.port, PASSING)], "first view")
+        serving_one(agent, watcher, instances(), "settle-svc", "settle-1")
         agent.stop()
         # Only an outage the watcher saw starts a settle period.
         wait_for(lambda: UNREACHABLE in stamps.at, "the watcher to notice the outage", 30)
@@ -177,14 +196,8 @@ def test_after_an_outage_the_last_view_stands_for_the_settle_period(
         # The settle period is long against the agent's restart; if this machine took
         # longer than it to deregister, the test below would prove nothing.
         assert deregistered < back + SETTLE_SECONDS, "deregistered only after the settle period"
-        wait_for(
-            lambda: not statuses(watcher, "settle-svc"),
-            "the removal after settling",
-            SETTLE_SECONDS + 30,
-        )
-        # Without settling the removal is published in milliseconds; with it, not before
-        # the period that started when the watcher reached Consul again has passed.
-        assert time.monotonic() >= back + SETTLE_SECONDS, "the view changed too soon"
+        # Not before the period that started when the watcher reached Consul again.
+        removed_no_sooner_than(watcher, "settle-svc", back, SETTLE_SECONDS)
 
 
 # Two agent restarts take about a second here; the second must fit in the first period.
@@ -204,17 +217,11 @@ def test_a_second_recovery_inside_the_settle_period_holds_the_view_for_its_own_p
             agent.start()
             return wait_for(lambda: stamps.first_after(RECOVERED, gone), "the recovery", 30)
 
-        up = instances()
-        agent.register("flap-svc", "flap-1", up.port)
-        wait_for(lambda: statuses(watcher, "flap-svc") == [(up.port, PASSING)], "first view")
+        serving_one(agent, watcher, instances(), "flap-svc", "flap-1")
         first = restart(time.monotonic())
         # News held by the first period; the agent does not restore it on the next start.
         agent.deregister("flap-1")
         second = restart(first)
         assert second < first + LONG_SETTLE_SECONDS, "second recovery after the first period"
-        wait_for(
-            lambda: not statuses(watcher, "flap-svc"),
-            "the removal after the second period",
-            LONG_SETTLE_SECONDS + 30,
-        )
-        assert time.monotonic() >= second + LONG_SETTLE_SECONDS, "the first period ended it"
+        # The first period's end must not publish: the second's own period holds.
+        removed_no_sooner_than(watcher, "flap-svc", second, LONG_SETTLE_SECONDS)
