@@ -210,26 +210,32 @@ def test_a_write_that_finds_no_turn_in_time_leaves_the_queue(engine: Engine) -> 
 def test_a_hand_over_wakes_a_queued_writer_only_for_its_batch(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Writers queued behind one turn each sleep once: no wake-up finds the turn taken.
+    """Writers asleep behind one turn each sleep once: no wake-up finds the turn taken.
 
     With every writer woken at each hand-over, all but the next turn's holder woke to
-    go back to sleep until their batch was done.
+    go back to sleep until their batch was done (15 sleeps for 8 writers). Only the
+    writers' own threads are counted (any other thread alive in the process may wait on
+    a condition made while the patch is on), and the turn is handed over only once all
+    eight sleep, so none can take it before the woken head does.
     """
-    waits: list[int] = []  # by the writers' threads; this one waits for their futures
-    main = threading.get_ident()
+    waits: list[int] = []
 
     class CountingCondition(threading.Condition):
         def wait(self, timeout: float | None = None) -> bool:
-            if threading.get_ident() != main:
-                waits.append(threading.get_ident())
+            if threading.current_thread().name.startswith("writer"):
+                waits.append(threading.get_ident())  # still holding the lock: not yet woken
             return super().wait(timeout)
 
     monkeypatch.setattr(threading, "Condition", CountingCondition)
     writes = Writes(engine)
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="writer") as pool:
         with writes.begin():
             futures = queued_behind_the_turn(writes, pool, [take_seat] * 8)
+            deadline = time.monotonic() + STUCK_SECONDS
+            while len(waits) < 8:
+                assert time.monotonic() < deadline, "the writers never slept"
+                time.sleep(0.01)
         for future in futures:
             future.result(timeout=STUCK_SECONDS)
     assert read_free(engine) == 2
-    assert len(waits) <= 8
+    assert len(set(waits)) == len(waits) == 8  # each of the eight slept once
