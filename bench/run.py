@@ -10,6 +10,10 @@ then measures, in alternating A/B rounds (edge first in odd rounds, twin first i
     ListFlights   32 connections, page_size=20
     GetFlight c1  one connection: the latency of a lone request
 
+and, through the edge only and in the same rounds, the floor under the last: GetModel
+at one connection, a public call whose handler does no work (a model held in memory),
+by the same path (transcoding, mTLS, a Python gRPC instance with every interceptor),
+so a run shows how much of GetFlight's lone-request time any call to an instance costs;
 and, through the edge only, booking create (by 32 users in turn, each with a valid
 token, a unique request_id per request, spread over the same flights) at 32
 connections. Every run is wrk pinned to
@@ -49,6 +53,7 @@ TWIN_START_SECONDS = 60
 # booking-svc computes every upcoming flight's delay risk once after start; the load
 # waits for that pass, as a booking on a long-running mesh would find them stored.
 RISKS_SECONDS = 300
+FLOOR = "GetModel c1"  # the edge-only row: a lone call whose handler does no work
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,7 @@ def bench(
         "GetFlight c1": (get_flight_script(ids), one),
     }
     runs: dict[str, dict[str, list[Run]]] = {name: {"edge": [], "twin": []} for name in scripts}
+    runs[FLOOR] = {"edge": []}
     for round_ in range(args.rounds):
         sides = (edge, twin_target) if round_ % 2 == 0 else (twin_target, edge)
         for name, (script, run_load) in scripts.items():
@@ -190,6 +196,8 @@ def bench(
                 measured = measure(side, script, run_load, work)
                 runs[name][side.name].append(measured)
                 print(f"  round {round_ + 1} {name:<13} {side.name:<5} {brief(measured)}")
+        runs[FLOOR]["edge"].append(measure(edge, get_model_script(), one, work))
+        print(f"  round {round_ + 1} {FLOOR:<13} edge  {brief(runs[FLOOR]['edge'][-1])}")
     bookings = []
     for round_ in range(args.rounds):
         script = booking_script(ids, tokens, f"bench{round_}-{uuid.uuid4().hex[:8]}")
@@ -302,6 +310,11 @@ request = function()
   return wrk.format("GET", "/v1/flights?page_size=20")
 end
 """
+_GET_MODEL_LUA = """\
+request = function()
+  return wrk.format("GET", "/v1/models/flight-delay")
+end
+"""
 _BOOKING_LUA = """\
 local ids = {IDS}
 local tokens = {TOKENS}
@@ -324,6 +337,10 @@ def get_flight_script(ids: list[str]) -> str:
 
 def list_flights_script() -> str:
     return _LIST_FLIGHTS_LUA
+
+
+def get_model_script() -> str:
+    return _GET_MODEL_LUA
 
 
 def booking_script(ids: list[str], tokens: list[str], prefix: str) -> str:
@@ -379,6 +396,9 @@ def report(
         "getflight_rps_vs_twin": ratio("GetFlight", "rps"),
         "getflight_p99_vs_twin": ratio("GetFlight", "p99_ms"),
         "getflight_c1_p50_vs_twin": ratio("GetFlight c1", "p50_ms"),
+        # The least a lone call through the edge to an instance took, against the twin.
+        "getmodel_c1_p50_vs_getflight_twin": rows[f"{FLOOR} edge"]["p50_ms"]
+        / rows["GetFlight c1 twin"]["p50_ms"],
         "listflights_rps_vs_twin": ratio("ListFlights", "rps"),
         "booking_create_rps": rows["CreateBooking edge"]["rps"],
         "booking_create_p99_ms": rows["CreateBooking edge"]["p99_ms"],
