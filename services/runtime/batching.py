@@ -26,9 +26,10 @@ from services.runtime.errors import DeadlineExceeded
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-Fetch = Callable[[Sequence[K], float, str], Mapping[K, V]]
-"""The call: (unique keys, timeout in seconds, the first member's request id) to the
-answers for the keys found; a key left out has no answer (None)."""
+Fetch = Callable[[Sequence[K], float, Sequence[str]], Mapping[K, V]]
+"""The call: (unique keys, timeout in seconds, the members' request ids, each once,
+the first member's first) to the answers for the keys found; a key left out has no
+answer (None)."""
 
 
 class _Member(Generic[K, V]):
@@ -148,10 +149,11 @@ class BatchLookup(Generic[K, V]):
         if self._observe is not None:
             self._observe(len(keys))
         timeout = max(max(member.deadline for member in batch) - self._clock(), 0.001)
+        request_ids = list(dict.fromkeys(m.request_id for m in batch if m.request_id))
         try:
             # Outside any served call's context: the deadline is the batch's, not the
             # leader's alone (the client interceptor would cut it to the leader's).
-            found = contextvars.Context().run(self._fetch, keys, timeout, batch[0].request_id)
+            found = contextvars.Context().run(self._fetch, keys, timeout, request_ids)
         except Exception as err:  # noqa: BLE001 - not swallowed: each member raises it
             for member in batch:
                 member.error = err

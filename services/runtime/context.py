@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -50,6 +51,9 @@ class RequestContext:
     # the caller's behalf; never logged.
     authorization: str | None = field(default=None, repr=False)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    # Fields the handler adds to the call's one log line (e.g. the request ids a
+    # batched call answers for); never secrets.
+    log_fields: dict[str, Any] = field(default_factory=dict)
 
     def time_remaining(self) -> float:
         """Seconds left before the caller's deadline."""

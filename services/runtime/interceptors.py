@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -33,15 +32,13 @@ from services.runtime.metrics import MethodMetrics, ServerMetrics, grpc_type
 
 log = logging.getLogger("rpc")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
 def request_id_from(metadata: dict[str, str]) -> str:
     """The caller's x-request-id when it is sane, else a new one."""
     given = metadata.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if limits.is_request_id(given) else uuid.uuid4().hex
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -303,6 +300,7 @@ def _log_call(ctx: context.RequestContext, code: grpc.StatusCode, started: float
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "user_id": ctx.principal.user_id if ctx.principal else None,
             "peer": ctx.grpc_context.peer(),
+            **ctx.log_fields,
         },
     )
 

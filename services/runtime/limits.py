@@ -12,6 +12,7 @@ and a test holds the two together.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,18 @@ CODE_CHARS = 32
 TOKEN_CHARS = 128
 PAGE_TOKEN_CHARS = 512
 DEFAULT_MAX_CHARS = 1024
+"""For strings the table does not name (e.g. the health check's service name)."""
 CSR_CHARS = 8192  # a P-256 CSR in PEM is under 1 KiB
 IP_CHARS = 45  # the longest textual IPv6 address
-"""For strings the table does not name (e.g. the health check's service name)."""
 LOOKUP_MAX_IDS = 100  # ids in one LookupUsers: user-svc's check, its clients' batch size
+REQUEST_ID_CHARS = 128
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_CHARS}}}")
+
+
+def is_request_id(value: str) -> bool:
+    """Whether `value` may be a request id (x-request-id): what is logged and passed on."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
 
 MAX_CHARS: Mapping[str, int] = {
     "airline.mesh.v1.SignCertificateRequest.csr_pem": CSR_CHARS,
@@ -60,6 +69,7 @@ MAX_CHARS: Mapping[str, int] = {
     "airline.user.v1.VerifyPasswordRequest.password": PASSWORD_CHARS,
     "airline.user.v1.LookupUserRequest.user_id": ID_CHARS,
     "airline.user.v1.LookupUsersRequest.user_ids": ID_CHARS,
+    "airline.user.v1.LookupUsersRequest.request_ids": REQUEST_ID_CHARS,
     "airline.booking.v1.Flight.flight_id": ID_CHARS,
     "airline.booking.v1.Flight.number": CODE_CHARS,
     "airline.booking.v1.Flight.origin": CODE_CHARS,

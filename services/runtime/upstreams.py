@@ -117,10 +117,11 @@ class UserClient:
         return self._actives.waiting
 
     def _lookup_actives(
-        self, user_ids: Sequence[str], timeout: float, request_id: str
+        self, user_ids: Sequence[str], timeout: float, request_ids: Sequence[str]
     ) -> dict[str, bool]:
-        request = user_internal_pb2.LookupUsersRequest(user_ids=user_ids)
-        metadata = (("x-request-id", request_id),) if request_id else ()
+        # The call goes under its first member's id; user-svc logs every member's.
+        request = user_internal_pb2.LookupUsersRequest(user_ids=user_ids, request_ids=request_ids)
+        metadata = (("x-request-id", request_ids[0]),) if request_ids else ()
         response = self._stub.LookupUsers(request, timeout=timeout, metadata=metadata)
         return {user.user_id: user.active for user in response.users}
 

@@ -26,7 +26,7 @@ from services.runtime.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from services.runtime.limits import LOOKUP_MAX_IDS
+from services.runtime.limits import LOOKUP_MAX_IDS, REQUEST_ID_CHARS, is_request_id
 
 __all__ = [
     "ADMIN",
@@ -208,6 +208,21 @@ def validate_lookup_ids(user_ids: Sequence[str]) -> list[str]:
     if empty:
         raise InvalidArgument(empty[:10])  # bounded, like every error we send
     return list(dict.fromkeys(user_ids))
+
+
+def validate_request_ids(request_ids: Sequence[str]) -> list[str]:
+    """LookupUsers' request ids (for its log line), each once; InvalidArgument when there
+    are more than LOOKUP_MAX_IDS or one is not a request id."""
+    if len(request_ids) > LOOKUP_MAX_IDS:
+        raise InvalidArgument([("request_ids", f"at most {LOOKUP_MAX_IDS} request ids at once")])
+    bad = [
+        (f"request_ids[{i}]", f"must be 1 to {REQUEST_ID_CHARS} of A-Z a-z 0-9 . _ : -")
+        for i, request_id in enumerate(request_ids)
+        if not is_request_id(request_id)
+    ]
+    if bad:
+        raise InvalidArgument(bad[:10])
+    return list(dict.fromkeys(request_ids))
 
 
 def resolve_user_id(caller: Caller, user_id: str) -> str:

@@ -125,7 +125,11 @@ class UserInternalServicer(user_internal_pb2_grpc.UserInternalServiceServicer):
     def LookupUsers(
         self, request: user_internal_pb2.LookupUsersRequest, _: grpc.ServicerContext
     ) -> user_internal_pb2.LookupUsersResponse:
-        users = self._store.get_many(domain.validate_lookup_ids(request.user_ids))
+        user_ids = domain.validate_lookup_ids(request.user_ids)
+        if request_ids := domain.validate_request_ids(request.request_ids):
+            # The calls this one answers: their ids belong in its log line too.
+            context.require().log_fields["request_ids"] = request_ids
+        users = self._store.get_many(user_ids)
         return user_internal_pb2.LookupUsersResponse(users=[user_message(u) for u in users])
 
 

@@ -24,7 +24,7 @@ class Fetch:
     """A fetch that records each call and, while `hold` is clear, blocks in it."""
 
     answers: Mapping[str, int] = field(default_factory=dict)
-    calls: list[tuple[list[str], float, str]] = field(default_factory=list)
+    calls: list[tuple[list[str], float, list[str]]] = field(default_factory=list)
     inside: list[context.RequestContext | None] = field(default_factory=list)
     hold: threading.Event = field(default_factory=threading.Event)
     fail_with: Exception | None = None
@@ -32,8 +32,10 @@ class Fetch:
     def __post_init__(self) -> None:
         self.hold.set()
 
-    def __call__(self, keys: Sequence[str], timeout: float, request_id: str) -> dict[str, int]:
-        self.calls.append((list(keys), timeout, request_id))
+    def __call__(
+        self, keys: Sequence[str], timeout: float, request_ids: Sequence[str]
+    ) -> dict[str, int]:
+        self.calls.append((list(keys), timeout, list(request_ids)))
         self.inside.append(context.current())
         assert self.hold.wait(10)
         if self.fail_with is not None:
@@ -118,7 +120,7 @@ def test_a_caller_alone_is_answered_by_a_call_of_its_own_key_at_once() -> None:
         assert lookup("ada") == 1
         assert lookup("nobody") is None
     assert [keys for keys, _, _ in fetch.calls] == [["ada"], ["nobody"]]
-    assert fetch.calls[0][2] == "req-1"
+    assert fetch.calls[0][2] == ["req-1"]
     assert fetch.calls[0][1] <= 2.0 - MARGIN
 
 
@@ -132,7 +134,8 @@ def test_callers_arriving_during_a_call_go_together_in_the_next_one() -> None:
     joined(first, *others)
     assert [keys for keys, _, _ in fetch.calls] == [["ada"], ["bob", "cy", "nobody"]]
     assert [asker.answers for asker in (first, *others)] == [[1], [2], [3], [2], [None]]
-    assert fetch.calls[1][2] == "req-bob"  # the first member's request id
+    # Every member's request id for user-svc's log, each once, the first member's first.
+    assert fetch.calls[1][2] == ["req-bob", "req-cy", "req-nobody"]
 
 
 def test_the_call_runs_outside_any_served_call_with_the_latest_members_deadline() -> None:
@@ -202,9 +205,11 @@ def test_callers_from_many_threads_each_get_their_own_answer() -> None:
     joined(*askers)
     assert [asker.answers for asker in askers] == [[i % 40] for i in range(200)]
     assert all(len(keys) <= 8 for keys, _, _ in fetch.calls)
+    # Each call names exactly its own members' requests (here one id per key).
+    assert all(ids == [f"req-{key}" for key in keys] for keys, _, ids in fetch.calls)
     calls = len(fetch.calls)
     assert lookup("u1") == 1  # idle again: the next caller goes at once, alone
-    assert fetch.calls[calls:] == [(["u1"], fetch.calls[-1][1], "")]
+    assert fetch.calls[calls:] == [(["u1"], fetch.calls[-1][1], [])]
 
 
 @pytest.mark.parametrize(
@@ -228,4 +233,4 @@ def test_a_caller_outside_a_served_call_has_the_default_timeout() -> None:
     assert lookup("ada") == 1
     assert fetch.calls[0][1] <= 2.0
     assert fetch.calls[0][1] > 2.0 - (time.monotonic() - started) - 0.5
-    assert fetch.calls[0][2] == ""
+    assert fetch.calls[0][2] == []

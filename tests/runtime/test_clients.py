@@ -29,6 +29,7 @@ class Seen:
     metadata: list[dict[str, str]] = field(default_factory=list)
     time_remaining: list[float] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
+    request_ids: list[list[str]] = field(default_factory=list)  # LookupUsers' own field
     # LookupUsers answers once this is set (it is, unless a test holds a call in flight).
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -55,6 +56,7 @@ class Users(user_internal_pb2_grpc.UserInternalServiceServicer):
         self._seen.metadata.append(dict(cast(Any, grpc_context.invocation_metadata())))
         self._seen.time_remaining.append(grpc_context.time_remaining())
         self._seen.batches.append(list(request.user_ids))
+        self._seen.request_ids.append(list(request.request_ids))
         if "down" in request.user_ids:
             grpc_context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
         self._seen.release.wait(10)
@@ -165,6 +167,36 @@ def test_account_checks_asked_together_go_in_one_lookup_users_call(target: str, 
         assert registry.get_sample_value("mesh_client_batch_keys_bucket", bucket) == 1
     finally:
         users.channel.close()
+
+
+def test_a_batched_lookup_names_every_request_it_answers(target: str, seen: Seen) -> None:
+    """It goes under its first member's x-request-id and carries every member's request
+    id, so user-svc logs each request it answered, not only the first."""
+
+    def check_for(request_id: str, user_id: str) -> bool | None:
+        served = context.RequestContext(
+            request_id=request_id, method="/x.Y/Z", grpc_context=cast(Any, Served(5.0))
+        )
+        token = context.activate(served)
+        try:
+            return users.active(user_id)
+        finally:
+            context.deactivate(token)
+
+    users = UserClient(target, metrics=None, timeout=5)
+    try:
+        seen.release.clear()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            first = pool.submit(check_for, "req-ada", "ada")
+            wait_for(lambda: seen.batches, "the first call in flight")
+            rest = [pool.submit(check_for, f"req-{key}", key) for key in ("bob", "cy")]
+            wait_for(lambda: users.checks_waiting == 2, "the checks waiting")
+            seen.release.set()
+            assert [f.result(timeout=10) for f in (first, *rest)] == [True, True, True]
+    finally:
+        users.channel.close()
+    assert seen.request_ids == [["req-ada"], ["req-bob", "req-cy"]]
+    assert [m["x-request-id"] for m in seen.metadata] == ["req-ada", "req-bob"]
 
 
 def test_an_account_check_user_svc_cannot_answer_fails_as_unavailable(target: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import partial
 
@@ -291,6 +292,42 @@ def test_lookup_users_refuses_no_ids_too_many_an_empty_or_an_overlong_one(
         stack.users_internal.LookupUsers(
             user_internal_pb2.LookupUsersRequest(user_ids=ids), timeout=10
         )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(err.value)] == [field]
+
+
+def test_lookup_users_logs_every_request_id_it_answers_in_its_line(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batched lookup answers several requests: each id is in user-svc's log."""
+    caplog.set_level(logging.INFO, logger="rpc")
+    ada = stack.sign_up()
+    stack.users_internal.LookupUsers(
+        user_internal_pb2.LookupUsersRequest(
+            user_ids=[ada.user.user_id], request_ids=["req-a", "req-b", "req-a"]
+        ),
+        metadata=(("x-request-id", "req-a"),),
+        timeout=10,
+    )
+    lines = [r for r in caplog.records if r.getMessage() == "rpc" and hasattr(r, "request_ids")]
+    assert [(line.code, line.request_ids) for line in lines] == [("OK", ["req-a", "req-b"])]
+
+
+@pytest.mark.parametrize(
+    ("request_ids", "field"),
+    [
+        ([f"r{i}" for i in range(101)], "request_ids"),
+        (["req-a", "req b"], "request_ids[1]"),
+        (["req-a", ""], "request_ids[1]"),
+        (["x" * 129], "request_ids[0]"),
+    ],
+)
+def test_lookup_users_refuses_too_many_request_ids_or_one_that_is_not_one(
+    stack: Stack, request_ids: list[str], field: str
+) -> None:
+    request = user_internal_pb2.LookupUsersRequest(user_ids=["u1"], request_ids=request_ids)
+    with pytest.raises(grpc.RpcError) as err:
+        stack.users_internal.LookupUsers(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [name for name, _ in field_violations(err.value)] == [field]
 
