@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,6 +350,48 @@ def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh
             <= {name.split("-svc")[0] for name in _log_lines_with(mesh, predicted_id)}
         ),
         "log lines with the request id from predict- and user-svc",
+        30,
+    )
+
+
+def _user_svc_request_ids(mesh: Mesh) -> set[str]:
+    """Every request id user-svc's log lines name, as their own or among those a
+    batched lookup answered (`request_ids`)."""
+    named: set[str] = set()
+    for log in (mesh.var_dir / "log").glob("user-svc*.log"):
+        for raw in log.read_text().split("\n")[:-1]:  # the last may be half-written
+            entry = json.loads(raw)
+            named.add(entry.get("request_id", ""))
+            named.update(entry.get("request_ids", ()))
+    return named
+
+
+def test_every_booking_made_at_once_has_its_id_in_user_svcs_log(mesh: Mesh) -> None:
+    """Concurrent bookings' account checks go to user-svc together (one LookupUsers for
+    those that arrive while one is in flight); each booking's id is still in its log."""
+    me = mesh.sign_up()
+    ids = [f"batch-{uuid.uuid4().hex}" for _ in range(24)]
+    with mesh.client() as http:
+        flights = http.get("/v1/flights", params={"page_size": 8}).json()["flights"]
+
+        def book(n: int) -> int:
+            return http.post(
+                "/v1/bookings",
+                headers={**me.headers, "x-request-id": ids[n]},
+                json={
+                    "flight_id": flights[n % len(flights)]["flight_id"],
+                    "seat_class": "ECONOMY",
+                    "passenger_name": "Batch Member",
+                    "request_id": uuid.uuid4().hex,
+                },
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+            codes = list(pool.map(book, range(len(ids))))
+    assert codes == [201] * len(ids)
+    wait_for(
+        lambda: set(ids) <= _user_svc_request_ids(mesh),
+        "every booking's request id in user-svc's log",
         30,
     )
 
