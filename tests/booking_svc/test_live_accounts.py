@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from grpc import StatusCode
@@ -26,7 +27,10 @@ CALLS: dict[str, Call] = {
     ),
     "create": lambda s, a: s.bookings.CreateBooking(
         booking_pb2.CreateBookingRequest(
-            flight_id="any", seat_class=1, passenger_name="Ada", request_id="r1"
+            flight_id="any",
+            seat_class=booking_pb2.Booking.ECONOMY,
+            passenger_name="Ada",
+            request_id="r1",
         ),
         metadata=a.auth,
         timeout=10,
@@ -60,11 +64,19 @@ def test_a_deactivated_users_token_is_permission_denied_on_the_next_call(
 
 
 def _book_any(stack: Stack, account: Account) -> object:
-    flight = stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(page_size=1), timeout=10)
+    """Books a seat on an upcoming flight with seats left (other tests of the session add
+    departed and full flights to the catalogue)."""
+    page = stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(page_size=100), timeout=10)
+    now = datetime.now(UTC)
+    flight = next(
+        f
+        for f in page.flights
+        if f.seats_available > 0 and f.departure_time.ToDatetime(tzinfo=UTC) > now
+    )
     return stack.bookings.CreateBooking(
         booking_pb2.CreateBookingRequest(
-            flight_id=flight.flights[0].flight_id,
-            seat_class=1,  # type: ignore[arg-type]
+            flight_id=flight.flight_id,
+            seat_class=booking_pb2.Booking.ECONOMY,
             passenger_name="Ada",
             request_id=uuid.uuid4().hex,
         ),
