@@ -96,8 +96,8 @@ def address(server: Server) -> str:
     return f"127.0.0.1:{server.port}"
 
 
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Account:
     refresh_token: str
 
     @property
-    def auth(self) -> list[tuple[str, str]]:
+    def auth(self) -> tuple[tuple[str, str], ...]:
         return bearer(self.access_token)
 
 

@@ -157,6 +157,7 @@ def test_with_a_passphrase_the_stored_signing_key_is_encrypted_and_still_signs(
     kid = ring.ensure_key()
     with engine.connect() as conn:
         stored = conn.execute(select(SigningKeyRow.private_pem)).scalar_one()
+    assert stored is not None
     assert stored.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     assert KeyRing(engine, passphrase=b"correct horse").current().kid == kid
     with pytest.raises(NoSigningKey):

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -140,7 +142,7 @@ def test_filters_and_price_order_apply_across_pages(stack: Stack) -> None:
     ],
 )
 def test_bad_filters_are_invalid_argument_naming_the_field(
-    stack: Stack, field: str, request_fields: dict[str, str]
+    stack: Stack, field: str, request_fields: dict[str, Any]
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stack.bookings.ListFlights(booking_pb2.ListFlightsRequest(**request_fields), timeout=10)
@@ -163,13 +165,14 @@ def test_unknown_flight_is_not_found(stack: Stack) -> None:
 
 def test_not_found_messages_do_not_quote_the_id(stack: Stack) -> None:
     me = stack.sign_up()
-    for call, request in (
+    calls: list[tuple[Any, Message]] = [
         (stack.bookings.GetFlight, booking_pb2.GetFlightRequest(flight_id="no-such-id")),
         (stack.bookings.GetBooking, booking_pb2.GetBookingRequest(booking_id="no-such-id")),
         (stack.bookings.CancelBooking, booking_pb2.CancelBookingRequest(booking_id="no-such-id")),
-    ):
+    ]
+    for call, request in calls:
         with pytest.raises(grpc.RpcError) as err:
-            call(request, metadata=me.auth, timeout=10)  # type: ignore[operator]
+            call(request, metadata=me.auth, timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert "no-such-id" not in str(err.value.details())
 

@@ -11,7 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.app import ControlPlane
-from tests.controlplane.conftest import ConsulAgent, Envoy, GrpcInstance, unique_name, wait_for
+from tests.consul import ConsulAgent
+from tests.controlplane.conftest import Envoy, GrpcInstance, unique_name
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from controlplane.resources import (
     make_snapshot,
 )
 from controlplane.store import SnapshotStore
-from tests.controlplane.conftest import Envoy, wait_for
+from tests.controlplane.conftest import Envoy
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

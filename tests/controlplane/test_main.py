@@ -17,16 +17,10 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.controlplane.conftest import (
-    ROOT,
-    ConsulAgent,
-    Envoy,
-    GrpcInstance,
-    stop_process,
-    unique_name,
-)
+from tests.consul import ConsulAgent
+from tests.controlplane.conftest import ROOT, Envoy, GrpcInstance, unique_name
 from tests.controlplane.xds_probe import health_of, private_keys_served, tcp_ports_listened_on_by
-from tests.support import free_ports, wait_for
+from tests.support import free_ports, stop_process, wait_for
 
 pytestmark = pytest.mark.slow
 

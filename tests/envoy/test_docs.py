@@ -16,7 +16,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.envoy.conftest import ROOT, SERVICES, Envoy, free_ports, status_body
+from tests.envoy.conftest import ROOT, SERVICES, Envoy, status_body
+from tests.support import free_ports
 
 pytestmark = pytest.mark.integration
 

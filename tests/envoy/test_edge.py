@@ -18,8 +18,8 @@ from tests.envoy.conftest import (
     TOKEN_LIMIT,
     EdgeStack,
     status_body,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.envoy.conftest import SERVICES, Envoy, free_ports, status_body, wait_for
+from tests.envoy.conftest import SERVICES, Envoy, status_body
+from tests.support import free_ports, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -50,9 +50,10 @@ def _call(target: str, creds: grpc.ChannelCredentials | None, method: str, body:
         try:
             # Long against a TLS handshake on a busy machine: a deadline here would read
             # as a refusal's code in the tests below.
-            channel.unary_unary(method)(body, timeout=20)
+            call: Any = channel.unary_unary(method)  # raw bytes: no serializer
+            call(body, timeout=20)
         except grpc.RpcError as err:
-            return err.code()  # type: ignore[attr-defined]
+            return err.code()
     return "OK"
 
 
@@ -172,6 +173,16 @@ class FakeUserSvc(user_internal_pb2_grpc.UserInternalServiceServicer):
             self.passwords.append(request.password)
         user = user_pb2.User(user_id="evil", email=request.email, roles=["user", "admin"])
         return user_internal_pb2.VerifyPasswordResponse(user=user)
+
+    def LookupUser(
+        self, request: user_internal_pb2.LookupUserRequest, context: grpc.ServicerContext
+    ) -> user_internal_pb2.LookupUserResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not what this fake is after")
+
+    def LookupUsers(
+        self, request: user_internal_pb2.LookupUsersRequest, context: grpc.ServicerContext
+    ) -> user_internal_pb2.LookupUsersResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not what this fake is after")
 
 
 @contextmanager

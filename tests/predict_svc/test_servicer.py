@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -19,7 +22,7 @@ FLIGHT = {
 }
 
 
-def _request(*instances: dict[str, object]) -> predict_pb2.PredictRequest:
+def _request(*instances: Mapping[str, Any]) -> predict_pb2.PredictRequest:
     structs = []
     for instance in instances:
         s = struct_pb2.Struct()

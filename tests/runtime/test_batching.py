@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import pytest
@@ -158,7 +159,7 @@ def test_a_call_takes_at_most_max_batch_keys_and_the_rest_go_next() -> None:
     others = []
     for i in range(7):  # one at a time, so the order they wait in is known
         others.append(ask(lookup, f"u{i}"))
-        wait_for(lambda i=i: pending(lookup) == i + 1, "callers waiting")
+        wait_for(partial(lambda n: pending(lookup) == n, i + 1), "callers waiting")
     fetch.hold.set()
     joined(first, *others)
     batches = [keys for keys, _, _ in fetch.calls[1:]]

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def queued_behind_the_turn(
     writes: Writes, pool: ThreadPoolExecutor, works: list[Callable[[Connection], Any]], **kw: Any
 ) -> list[Future[Any]]:
     """Submits `works` while the caller holds the turn; returns once all are queued."""
-    futures = [pool.submit(writes.run, work, **kw) for work in works]
+    futures = [pool.submit(partial(writes.run, work, **kw)) for work in works]
     deadline = time.monotonic() + STUCK_SECONDS
     while writes.queued() < len(works):
         assert time.monotonic() < deadline, "the writes never queued"

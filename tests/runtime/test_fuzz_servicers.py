@@ -164,7 +164,7 @@ def test_no_request_gets_a_server_fault(
     answers_cleanly()
 
 
-def _fault(call: Any, request: Message, metadata: list[tuple[str, str]] | None) -> str | None:
+def _fault(call: Any, request: Message, metadata: tuple[tuple[str, str], ...] | None) -> str | None:
     """What is wrong with the answer to `request`, or None when it is clean."""
     try:
         call(request, metadata=metadata, timeout=30)

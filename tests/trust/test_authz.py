@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2
-from google.api import annotations_pb2  # type: ignore[import-untyped]  # no stubs published
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
