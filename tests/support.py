@@ -1,5 +1,5 @@
 """Small helpers every kind of test uses: free ports, polling with a deadline, stopping a
-process by its PID."""
+process by its PID, running code as if it served a call."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from cryptography import x509
 
+from services.runtime import context
 from services.runtime.identity import CredentialFiles
 
 T = TypeVar("T")
@@ -23,6 +26,34 @@ T = TypeVar("T")
 # production 0.3 s is a latency budget a busy CI machine misses, and the booking then
 # (rightly) has no risk. Tests of that fallback set their own short timeout.
 PREDICT_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class _TimeLeft:
+    """The one part of a gRPC servicer context the runtime reads outside the interceptor."""
+
+    seconds: float
+
+    def time_remaining(self) -> float:
+        return self.seconds
+
+
+@contextmanager
+def serving_call(
+    request_id: str = "req-1", seconds_left: float = 30.0, method: str = "/pkg.Svc/Method"
+) -> Iterator[context.RequestContext]:
+    """Runs the block as if serving a call (what the server interceptor sets up): outbound
+    calls, limiters and log lines see its request id and its time left."""
+    served = context.RequestContext(
+        request_id=request_id,
+        method=method,
+        grpc_context=_TimeLeft(seconds_left),  # type: ignore[arg-type]
+    )
+    token = context.activate(served)
+    try:
+        yield served
+    finally:
+        context.deactivate(token)
 
 
 def free_ports(count: int) -> list[int]:

@@ -45,8 +45,7 @@ class ServerMetrics:
         key = (full_method, grpc_type)
         found = self._methods.get(key)
         if found is None:
-            service, _, name = full_method.lstrip("/").partition("/")
-            labels = (grpc_type, service, name)
+            labels = _labels(grpc_type, full_method)
             found = MethodMetrics(
                 started=self._started.labels(*labels),
                 received=self._received.labels(*labels),
@@ -129,15 +128,13 @@ class ClientMetrics:
 
     def batch_keys(self, full_method: str) -> Histogram:
         """The batch-size histogram's child for unary `/package.Service/Method`."""
-        service, _, name = full_method.lstrip("/").partition("/")
-        return self._batch_keys.labels("UNARY", service, name)
+        return self._batch_keys.labels(*_labels("UNARY", full_method))
 
     def method(self, full_method: str) -> ClientMethodMetrics:
         """The children of unary `/package.Service/Method`; made on its first call."""
         found = self._methods.get(full_method)
         if found is None:
-            service, _, name = full_method.lstrip("/").partition("/")
-            labels = ("UNARY", service, name)
+            labels = _labels("UNARY", full_method)
             found = ClientMethodMetrics(
                 self._started.labels(*labels),
                 lambda code: self._handled.labels(*labels, code.name),
@@ -160,3 +157,9 @@ class ClientMethodMetrics:
         if child is None:
             child = self._handled[code] = self._make_handled(code)
         child.inc()
+
+
+def _labels(grpc_type: str, full_method: str) -> tuple[str, str, str]:
+    """py-grpc-prometheus's (grpc_type, grpc_service, grpc_method) of `/package.Service/Method`."""
+    service, _, name = full_method.lstrip("/").partition("/")
+    return grpc_type, service, name

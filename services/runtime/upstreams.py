@@ -78,14 +78,14 @@ class UserClient:
             identity=identity,
         )
         self._stub = user_internal_pb2_grpc.UserInternalServiceStub(self.channel)
-        batch_keys = metrics.batch_keys(_LOOKUP_USERS) if metrics is not None else None
+        observe = metrics.batch_keys(_LOOKUP_USERS).observe if metrics is not None else None
         self._actives: BatchLookup[str, bool] = BatchLookup(
             self._lookup_actives,
             name="user-svc",
             default_timeout=timeout,
             max_batch=LOOKUP_MAX_IDS,
             margin=ANSWER_MARGIN_SECONDS,
-            observe=batch_keys.observe if batch_keys is not None else None,
+            observe=observe,
         )
 
     def verify_password(self, email: str, password: str) -> user_pb2.User:

@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -202,27 +202,27 @@ def validate_lookup_ids(user_ids: Sequence[str]) -> list[str]:
     are none, more than LOOKUP_MAX_IDS, or an empty one."""
     if not user_ids:
         raise InvalidArgument([("user_ids", "at least one id is required")])
-    if len(user_ids) > LOOKUP_MAX_IDS:
-        raise InvalidArgument([("user_ids", f"at most {LOOKUP_MAX_IDS} ids at once")])
-    empty = [(f"user_ids[{i}]", "must not be empty") for i, id_ in enumerate(user_ids) if not id_]
-    if empty:
-        raise InvalidArgument(empty[:10])  # bounded, like every error we send
-    return list(dict.fromkeys(user_ids))
+    return _unique_checked(user_ids, "user_ids", "ids", bool, "must not be empty")
 
 
 def validate_request_ids(request_ids: Sequence[str]) -> list[str]:
     """LookupUsers' request ids (for its log line), each once; InvalidArgument when there
     are more than LOOKUP_MAX_IDS or one is not a request id."""
-    if len(request_ids) > LOOKUP_MAX_IDS:
-        raise InvalidArgument([("request_ids", f"at most {LOOKUP_MAX_IDS} request ids at once")])
-    bad = [
-        (f"request_ids[{i}]", f"must be 1 to {REQUEST_ID_CHARS} of A-Z a-z 0-9 . _ : -")
-        for i, request_id in enumerate(request_ids)
-        if not is_request_id(request_id)
-    ]
+    rule = f"must be 1 to {REQUEST_ID_CHARS} of A-Z a-z 0-9 . _ : -"
+    return _unique_checked(request_ids, "request_ids", "request ids", is_request_id, rule)
+
+
+def _unique_checked(
+    values: Sequence[str], field: str, noun: str, valid: Callable[[str], bool], rule: str
+) -> list[str]:
+    """`values`, each once in the order first given, when there are at most
+    LOOKUP_MAX_IDS and each is `valid`; else InvalidArgument naming each bad one."""
+    if len(values) > LOOKUP_MAX_IDS:
+        raise InvalidArgument([(field, f"at most {LOOKUP_MAX_IDS} {noun} at once")])
+    bad = [(f"{field}[{i}]", rule) for i, value in enumerate(values) if not valid(value)]
     if bad:
-        raise InvalidArgument(bad[:10])
-    return list(dict.fromkeys(request_ids))
+        raise InvalidArgument(bad[:10])  # bounded, like every error we send
+    return list(dict.fromkeys(values))
 
 
 def resolve_user_id(caller: Caller, user_id: str) -> str:

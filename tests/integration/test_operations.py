@@ -291,17 +291,23 @@ def test_an_instance_started_by_hand_gets_traffic_within_seconds(mesh: Mesh) -> 
     wait_for(lambda: not _envoy_knows(mesh, extra.port), "Envoy to forget the instance", 60)
 
 
-def _log_lines_with(mesh: Mesh, request_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Every JSON log line naming `request_id`, by log file."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for log in (mesh.var_dir / "log").glob("*-svc*.log"):
+def _log_entries(mesh: Mesh, files: str, containing: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(log file's stem, entry) for each whole JSON line of the `files` logs that has
+    `containing` in it (matched before parsing: the logs of a long session are large)."""
+    for log in (mesh.var_dir / "log").glob(files):
         # The services write while this reads: the text after the last newline may be
         # half a line.
         for raw in log.read_text().split("\n")[:-1]:
-            if request_id in raw:
-                entry = json.loads(raw)
-                if entry.get("request_id") == request_id:
-                    found.setdefault(log.stem, []).append(entry)
+            if containing in raw:
+                yield log.stem, json.loads(raw)
+
+
+def _log_lines_with(mesh: Mesh, request_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON log line naming `request_id`, by log file."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for stem, entry in _log_entries(mesh, "*-svc*.log", request_id):
+        if entry.get("request_id") == request_id:
+            found.setdefault(stem, []).append(entry)
     return found
 
 
@@ -354,15 +360,13 @@ def test_a_requests_id_appears_in_the_log_lines_of_every_service_it_touched(mesh
     )
 
 
-def _user_svc_request_ids(mesh: Mesh) -> set[str]:
-    """Every request id user-svc's log lines name, as their own or among those a
-    batched lookup answered (`request_ids`)."""
+def _user_svc_request_ids(mesh: Mesh, prefix: str) -> set[str]:
+    """The request ids starting with `prefix` that user-svc's log lines name, as their own
+    or among those a batched lookup answered (`request_ids`)."""
     named: set[str] = set()
-    for log in (mesh.var_dir / "log").glob("user-svc*.log"):
-        for raw in log.read_text().split("\n")[:-1]:  # the last may be half-written
-            entry = json.loads(raw)
-            named.add(entry.get("request_id", ""))
-            named.update(entry.get("request_ids", ()))
+    for _, entry in _log_entries(mesh, "user-svc*.log", prefix):
+        named.add(entry.get("request_id", ""))
+        named.update(entry.get("request_ids", ()))
     return named
 
 
@@ -370,7 +374,8 @@ def test_every_booking_made_at_once_has_its_id_in_user_svcs_log(mesh: Mesh) -> N
     """Concurrent bookings' account checks go to user-svc together (one LookupUsers for
     those that arrive while one is in flight); each booking's id is still in its log."""
     me = mesh.sign_up()
-    ids = [f"batch-{uuid.uuid4().hex}" for _ in range(24)]
+    prefix = f"batch-{uuid.uuid4().hex[:8]}-"
+    ids = [f"{prefix}{n}" for n in range(24)]
     with mesh.client() as http:
         flights = http.get("/v1/flights", params={"page_size": 8}).json()["flights"]
 
@@ -390,7 +395,7 @@ def test_every_booking_made_at_once_has_its_id_in_user_svcs_log(mesh: Mesh) -> N
             codes = list(pool.map(book, range(len(ids))))
     assert codes == [201] * len(ids)
     wait_for(
-        lambda: set(ids) <= _user_svc_request_ids(mesh),
+        lambda: set(ids) <= _user_svc_request_ids(mesh, prefix),
         "every booking's request id in user-svc's log",
         30,
     )

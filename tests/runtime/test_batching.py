@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from services.runtime import context
 from services.runtime.batching import BatchLookup
 from services.runtime.errors import DeadlineExceeded, Unavailable
-from tests.support import wait_for
+from tests.support import serving_call, wait_for
 
 MARGIN = 0.05
 
@@ -50,28 +49,6 @@ def lookup_for(fetch: Fetch, **kwargs: Any) -> BatchLookup[str, int]:
 
 
 @dataclass
-class Served:
-    """The part of a served call's context the lookup reads: its time left."""
-
-    seconds_left: float
-
-    def time_remaining(self) -> float:
-        return self.seconds_left
-
-
-@contextmanager
-def serving(request_id: str, seconds_left: float) -> Iterator[None]:
-    served = context.RequestContext(
-        request_id=request_id, method="/x.Y/Z", grpc_context=cast(Any, Served(seconds_left))
-    )
-    token = context.activate(served)
-    try:
-        yield
-    finally:
-        context.deactivate(token)
-
-
-@dataclass
 class Asker:
     """One caller on its own thread: what it got, or the error it raised."""
 
@@ -86,7 +63,7 @@ def ask(
 
     def run() -> None:
         try:
-            with serving(request_id or f"req-{key}", seconds_left):
+            with serving_call(request_id or f"req-{key}", seconds_left):
                 asker.answers.append(lookup(key))
         except Exception as error:  # noqa: BLE001 - the test reads what the caller got
             asker.answers.append(error)
@@ -117,7 +94,7 @@ def joined(*askers: Asker) -> None:
 def test_a_caller_alone_is_answered_by_a_call_of_its_own_key_at_once() -> None:
     fetch = Fetch({"ada": 1})
     lookup = lookup_for(fetch)
-    with serving("req-1", 2.0):
+    with serving_call("req-1", 2.0):
         assert lookup("ada") == 1
         assert lookup("nobody") is None
     assert [keys for keys, _, _ in fetch.calls] == [["ada"], ["nobody"]]

@@ -13,11 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from airline.user.v1 import user_internal_pb2, user_internal_pb2_grpc, user_pb2
-from services.runtime import context
 from services.runtime.clients import ANSWER_MARGIN_SECONDS, client_metrics, dial
 from services.runtime.errors import Unavailable
 from services.runtime.upstreams import UserClient
-from tests.support import at_most_as_sent, wait_for
+from tests.support import at_most_as_sent, serving_call, wait_for
 
 SERVICE = "airline.user.v1.UserInternalService"
 
@@ -107,28 +106,11 @@ def test_outbound_calls_are_counted_with_py_grpc_prometheus_names(target: str) -
     assert registry.get_sample_value(handled, {**labels, "grpc_code": "NOT_FOUND"}) == 1
 
 
-@dataclass
-class Served:
-    """The part of a served call's context an outbound call reads: its time left."""
-
-    seconds_left: float
-
-    def time_remaining(self) -> float:
-        return self.seconds_left
-
-
 def test_a_call_made_while_serving_carries_its_request_id_within_its_deadline(
     target: str, seen: Seen
 ) -> None:
-    served = context.RequestContext(
-        request_id="req-7", method="/x.Y/Z", grpc_context=cast(Any, Served(1.0)), caller=None
-    )
-    token = context.activate(served)
-    try:
-        with dial(target, default_timeout=5) as channel:
-            lookup(channel, "ada")
-    finally:
-        context.deactivate(token)
+    with serving_call("req-7", seconds_left=1.0), dial(target, default_timeout=5) as channel:
+        lookup(channel, "ada")
     assert seen.metadata[0]["x-request-id"] == "req-7"
     assert 0 < seen.time_remaining[0] <= at_most_as_sent(1.0 - ANSWER_MARGIN_SECONDS)
 
@@ -174,14 +156,8 @@ def test_a_batched_lookup_names_every_request_it_answers(target: str, seen: Seen
     id, so user-svc logs each request it answered, not only the first."""
 
     def check_for(request_id: str, user_id: str) -> bool | None:
-        served = context.RequestContext(
-            request_id=request_id, method="/x.Y/Z", grpc_context=cast(Any, Served(5.0))
-        )
-        token = context.activate(served)
-        try:
+        with serving_call(request_id, seconds_left=5.0):
             return users.active(user_id)
-        finally:
-            context.deactivate(token)
 
     users = UserClient(target, metrics=None, timeout=5)
     try:

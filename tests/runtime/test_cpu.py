@@ -10,30 +10,9 @@ from typing import Any
 
 import pytest
 
-from services.runtime import context
 from services.runtime.cpu import CpuBusy, CpuLimiter
 from services.runtime.errors import ResourceExhausted
-from tests.support import wait_for
-
-
-class _Deadline:
-    """The one part of a gRPC servicer context the limiter reads: the time left."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def time_remaining(self) -> float:
-        return self.seconds
-
-
-@contextmanager
-def _serving(seconds_left: float) -> Iterator[context.RequestContext]:
-    ctx = context.RequestContext("req-1", "/pkg.Svc/Method", _Deadline(seconds_left))  # type: ignore[arg-type]
-    token = context.activate(ctx)
-    try:
-        yield ctx
-    finally:
-        context.deactivate(token)
+from tests.support import serving_call, wait_for
 
 
 @contextmanager
@@ -90,7 +69,7 @@ def test_a_waiting_call_that_gets_no_slot_within_the_max_wait_is_refused() -> No
 
 def test_a_call_whose_deadline_leaves_no_room_to_wait_is_refused_with_retry_after() -> None:
     limiter = CpuLimiter(slots=1, queue=16, max_wait_seconds=5.0, initial_cost_seconds=1.0)
-    with _holding_the_slot(limiter), _serving(seconds_left=1.2) as ctx:
+    with _holding_the_slot(limiter), serving_call(seconds_left=1.2) as ctx:
         with pytest.raises(CpuBusy):
             limiter.run(lambda: None)
         assert ("retry-after", "1") in ctx.response_headers
@@ -98,7 +77,7 @@ def test_a_call_whose_deadline_leaves_no_room_to_wait_is_refused_with_retry_afte
 
 def test_retry_after_covers_the_work_already_admitted() -> None:
     limiter = CpuLimiter(slots=1, queue=0, initial_cost_seconds=3.0)
-    with _holding_the_slot(limiter), _serving(seconds_left=30) as ctx:
+    with _holding_the_slot(limiter), serving_call(seconds_left=30) as ctx:
         with pytest.raises(CpuBusy) as refused:
             limiter.run(lambda: None)
         assert refused.value.retry_after_seconds == 3
@@ -107,7 +86,7 @@ def test_retry_after_covers_the_work_already_admitted() -> None:
 
 def test_a_free_slot_runs_the_job_even_when_the_estimate_is_high() -> None:
     limiter = CpuLimiter(slots=1, queue=0, max_wait_seconds=0.0, initial_cost_seconds=60.0)
-    with _serving(seconds_left=0.5):
+    with serving_call(seconds_left=0.5):
         assert limiter.run(lambda: "ran") == "ran"
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from services.runtime import context, logs
+from services.runtime import logs
+from tests.support import serving_call
 
 
 @pytest.fixture
@@ -51,12 +52,8 @@ def test_a_log_file_left_with_looser_permissions_is_made_owner_only(tmp_path: Pa
 def test_each_event_is_one_json_line_with_the_request_id_and_its_fields(
     file_log: logging.Logger, tmp_path: Path
 ) -> None:
-    ctx = context.RequestContext(request_id="req-1", method="/pkg.Svc/Get", grpc_context=None)  # type: ignore[arg-type]
-    token = context.activate(ctx)
-    try:
+    with serving_call("req-1", method="/pkg.Svc/Get"):
         file_log.info("rpc", extra={"code": "OK", "duration_ms": 0.5, "user_id": None})
-    finally:
-        context.deactivate(token)
     file_log.warning("outside a call")
     first, second = _lines(tmp_path / "svc.log")
     assert first["request_id"] == "req-1"
